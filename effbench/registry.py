@@ -1,0 +1,218 @@
+"""Registries of methods, tasks and tracks, filled by one decorator each.
+
+Like timm's ``@register_model``: a module registers its entry at import time, ``effbench list``
+finds it by slug or glob pattern, and registering the same slug twice is an error at import.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Iterator, Literal, TypeVar
+
+Kind = Literal["operator", "architecture", "compression", "training", "elastic"]
+Scale = Literal["full", "small-faithful"]
+KINDS: tuple[str, ...] = ("operator", "architecture", "compression", "training", "elastic")
+SCALES: tuple[str, ...] = ("full", "small-faithful")
+
+
+class RegistryError(Exception):
+    """A registration or lookup that cannot succeed (duplicate slug, unknown slug, bad spec)."""
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    year: int
+    url: str
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """Where a method sits among efficient-DL methods; shown as tags on the leaderboard.
+
+    ``weight_bits`` / ``activation_bits`` are the bit-widths the method deploys at (32 = float);
+    ``structured`` is None where sparsity does not apply; ``applied`` says when the method acts
+    (``init``, ``training``, ``post-training``, ``architecture``); ``data`` what data it needs
+    (``none``, ``calibration``, ``labelled``).
+    """
+
+    weight_bits: int = 32
+    activation_bits: int = 32
+    structured: bool | None = None
+    dynamic: bool = False
+    applied: str = "training"
+    data: str = "labelled"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    slug: str
+    suite: str
+    kind: Kind
+    paper: Paper
+    summary: str
+    taxonomy: Taxonomy = field(default_factory=Taxonomy)
+    scale: Scale = "full"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    slug: str
+    summary: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    default_backbone: str
+    modality: Literal["image", "vector"]
+    embedded: bool
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    slug: str
+    summary: str
+    needs_task_data: bool
+
+
+SpecT = TypeVar("SpecT", MethodSpec, TaskSpec, TrackSpec)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[SpecT]):
+    spec: SpecT
+    factory: Callable
+    module: str
+
+
+class Registry(Generic[SpecT]):
+    """Slug -> entry. Lookups of unknown slugs name the closest matches."""
+
+    def __init__(self, noun: str):
+        self.noun = noun
+        self._entries: dict[str, Entry[SpecT]] = {}
+
+    def add(self, spec: SpecT, factory: Callable) -> None:
+        previous = self._entries.get(spec.slug)
+        if previous is not None:
+            raise RegistryError(
+                f"{self.noun} slug '{spec.slug}' is registered twice: by {previous.module} and by "
+                f"{factory.__module__}; slugs must be unique"
+            )
+        self._entries[spec.slug] = Entry(spec, factory, factory.__module__)
+
+    def remove(self, slug: str) -> None:
+        self._entries.pop(slug, None)
+
+    def get(self, slug: str) -> Entry[SpecT]:
+        load_builtin_entries()
+        try:
+            return self._entries[slug]
+        except KeyError:
+            close = difflib.get_close_matches(slug, self._entries, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise RegistryError(
+                f"unknown {self.noun} '{slug}'{hint} (`effbench list {self.noun}s` shows all)"
+            ) from None
+
+    def __contains__(self, slug: str) -> bool:
+        load_builtin_entries()
+        return slug in self._entries
+
+    def select(self, pattern: str | None = None, suite: str | None = None) -> list[Entry[SpecT]]:
+        """Entries whose slug matches the glob ``pattern`` and, for methods, whose suite is ``suite``."""
+        load_builtin_entries()
+        chosen = []
+        for slug in sorted(self._entries):
+            entry = self._entries[slug]
+            if pattern and not fnmatch.fnmatchcase(slug, pattern):
+                continue
+            if suite and getattr(entry.spec, "suite", None) != suite:
+                continue
+            chosen.append(entry)
+        return chosen
+
+    def __iter__(self) -> Iterator[Entry[SpecT]]:
+        return iter(self.select())
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+TASKS: Registry[TaskSpec] = Registry("task")
+TRACKS: Registry[TrackSpec] = Registry("track")
+
+
+def _check_slug(slug: str) -> None:
+    if not slug or slug != slug.lower() or any(c in slug for c in " :,=/[]"):
+        raise RegistryError(
+            f"slug '{slug}' is invalid: use lower-case letters, digits, '-' and '.' only"
+        )
+
+
+def register_method(
+    slug: str,
+    *,
+    suite: str,
+    kind: Kind,
+    paper: Paper,
+    summary: str,
+    taxonomy: Taxonomy | None = None,
+    scale: Scale = "full",
+) -> Callable[[type], type]:
+    """Class decorator: register a :class:`effbench.method.Method` subclass under ``slug``."""
+    _check_slug(slug)
+    if kind not in KINDS:
+        raise RegistryError(f"method '{slug}': kind '{kind}' is not one of {', '.join(KINDS)}")
+    if scale not in SCALES:
+        raise RegistryError(f"method '{slug}': scale '{scale}' is not one of {', '.join(SCALES)}")
+    spec = MethodSpec(slug, suite, kind, paper, summary, taxonomy or Taxonomy(), scale)
+
+    def decorate(cls: type) -> type:
+        cls.spec = spec
+        METHODS.add(spec, cls)
+        return cls
+
+    return decorate
+
+
+def register_task(spec: TaskSpec) -> Callable[[type], type]:
+    """Class decorator: register a :class:`effbench.tasks.base.Task` subclass."""
+    _check_slug(spec.slug)
+
+    def decorate(cls: type) -> type:
+        cls.spec = spec
+        TASKS.add(spec, cls)
+        return cls
+
+    return decorate
+
+
+def register_track(slug: str, *, summary: str, needs_task_data: bool) -> Callable[[type], type]:
+    """Class decorator: register a :class:`effbench.track.Track` subclass."""
+    _check_slug(slug)
+    spec = TrackSpec(slug, summary, needs_task_data)
+
+    def decorate(cls: type) -> type:
+        cls.spec = spec
+        TRACKS.add(spec, cls)
+        return cls
+
+    return decorate
+
+
+BUILTIN_PACKAGES = ("effbench.tasks", "suites", "tracks")
+_loaded = False
+
+
+def load_builtin_entries() -> None:
+    """Import every module of the built-in task, suite and track packages, so they register."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for package_name in BUILTIN_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                importlib.import_module(info.name)

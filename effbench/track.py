@@ -1,0 +1,65 @@
+"""Tracks: pure measurements of a model, returning metrics with units."""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from effbench.registry import TrackSpec
+from effbench.tf import keras
+
+if TYPE_CHECKING:
+    from effbench.method import Artifact
+    from effbench.tasks.base import Splits, Task
+
+
+class MetricError(ValueError):
+    """A metric a track produced cannot be recorded (NaN, infinite, wrong type)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured number (or, for outcomes such as a converter error, a string).
+
+    ``scope`` is empty for a whole-model metric and names a layer for per-layer breakdowns.
+    """
+
+    name: str
+    value: float | int | str
+    unit: str
+    scope: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float, str)):
+            raise MetricError(f"metric '{self.name}': value {self.value!r} is not a number or a string")
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise MetricError(f"metric '{self.name}'{self._where()}: value {self.value} is not finite")
+
+    def _where(self) -> str:
+        return f" (layer '{self.scope}')" if self.scope else ""
+
+
+@dataclass
+class MeasureContext:
+    """What a track may look at. ``task``/``splits`` are None when measuring a bare model file."""
+
+    model: keras.Model
+    artifact: "Artifact | None" = None
+    task: "Task | None" = None
+    splits: "Splits | None" = None
+    seed: int = 0
+    # The FP32 twin's whole-model accuracy metrics (metric -> value) on the same task, seed, budget.
+    reference: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Track(abc.ABC):
+    """Base of every track. ``spec`` is set by ``@register_track``."""
+
+    spec: ClassVar[TrackSpec]
+
+    @abc.abstractmethod
+    def measure(self, context: MeasureContext) -> list[Metric]:
+        """Measure ``context.model`` and return its metrics."""

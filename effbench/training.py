@@ -1,0 +1,81 @@
+"""The one training loop every method goes through: Keras ``fit`` with the task's recipe."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from effbench.recipe import Budget, Recipe
+from effbench.tasks.base import Splits
+from effbench.tf import keras, tf
+
+if TYPE_CHECKING:
+    from effbench.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Everything a method needs to train: the task, the run's splits, recipe, seed and budget."""
+
+    task: "Task"
+    splits: Splits
+    recipe: Recipe
+    seed: int
+    budget: Budget
+
+
+def classification_loss() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_for_recipe(model: keras.Model, context: TrainContext, loss: keras.losses.Loss | None = None) -> None:
+    steps_per_epoch = -(-len(context.splits.x_train) // context.recipe.batch_size)
+    model.compile(
+        optimizer=context.recipe.make_optimizer(steps_per_epoch),
+        loss=loss or classification_loss(),
+        metrics=["accuracy"],
+    )
+
+
+def crop_flip(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pad by 4 pixels, take a random crop of the original size, flip left-right at random."""
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]], mode="REFLECT")
+    cropped = tf.image.random_crop(padded, tf.shape(images))
+    return tf.image.random_flip_left_right(tf.reshape(cropped, [-1, height, width, images.shape[3]])), labels
+
+
+def training_input(context: TrainContext) -> dict:
+    """Arguments for ``model.fit`` that feed the training split as the recipe says."""
+    splits, recipe = context.splits, context.recipe
+    if recipe.augmentation == "none":
+        return {"x": splits.x_train, "y": splits.y_train, "batch_size": recipe.batch_size, "shuffle": True}
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((splits.x_train, splits.y_train))
+        .shuffle(len(splits.x_train), seed=context.seed, reshuffle_each_iteration=True)
+        .batch(recipe.batch_size)
+        .map(crop_flip, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return {"x": dataset}
+
+
+def fit(
+    model: keras.Model,
+    context: TrainContext,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    loss: keras.losses.Loss | None = None,
+) -> tuple[dict[str, list[float]], float]:
+    """Compile ``model`` for the recipe and train it; return the per-epoch history and wall seconds."""
+    compile_for_recipe(model, context, loss)
+    started = time.perf_counter()
+    history = model.fit(
+        **training_input(context),
+        epochs=context.recipe.epochs,
+        validation_data=(context.splits.x_val, context.splits.y_val),
+        callbacks=list(callbacks),
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    return {name: [float(v) for v in values] for name, values in history.history.items()}, seconds

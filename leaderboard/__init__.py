@@ -1,0 +1,1 @@
+"""Leaderboard: pandas tables from records (tables.py)."""

@@ -1,0 +1,1 @@
+"""Keras implementations of the methods, one sub-package per suite (see METHODS.md)."""

@@ -1,0 +1,1 @@
+"""The measurements: each module registers one track."""
