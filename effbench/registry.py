@@ -10,8 +10,9 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterator, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 Kind = Literal["operator", "architecture", "compression", "training", "elastic"]
 Scale = Literal["full", "small-faithful"]

@@ -22,6 +22,10 @@ class DatasetMissingError(FileNotFoundError):
     """A real dataset has no copy in the cache, and EffBench never downloads at run time."""
 
 
+class DatasetCorruptError(ValueError):
+    """A dataset file exists but cannot be read (truncated, wrong format); the message names it."""
+
+
 @dataclass(frozen=True)
 class Splits:
     x_train: np.ndarray
@@ -91,4 +95,11 @@ class Task(abc.ABC):
             shape = getattr(splits, name).shape[1:]
             if tuple(shape) != tuple(expected):
                 raise ValueError(f"task '{self.spec.slug}': {name} has shape {shape}, expected {expected}")
+        # Loaders promise float32 inputs and int32 labels; a float64 array would silently double
+        # memory and change numerics, so a wrong dtype is a loader bug, not something to coerce.
+        for name in ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test"):
+            dtype = getattr(splits, name).dtype
+            wanted = np.float32 if name.startswith("x") else np.int32
+            if dtype != wanted:
+                raise ValueError(f"task '{self.spec.slug}': {name} has dtype {dtype}, expected {wanted.__name__}")
         return splits

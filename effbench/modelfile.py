@@ -1,0 +1,56 @@
+"""Loading saved Keras models that EffBench did not train, for ``effbench measure``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import larq  # noqa: F401  (registers larq's layers and quantizers so their models load)
+
+from effbench.tf import keras
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded or measured; the message names the file."""
+
+
+def load_model_file(path: Path, input_shape: tuple[int, ...] | None = None) -> keras.Model:
+    """Load ``path`` (``.keras``, ``.h5`` or a SavedModel folder) without compiling it.
+
+    With ``input_shape`` the model is rebuilt on a fixed input of that shape (batch excluded) and
+    given the same weights, so models saved with free spatial dimensions can be counted.
+    """
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - loaders raise many types; the user needs the text
+        raise ModelFileError(f"{path}: Keras could not load it: {error}") from error
+    if input_shape is not None:
+        return with_input_shape(model, input_shape, path)
+    if not _has_fixed_input(model):
+        raise ModelFileError(f"{path}: the model's input shape {_shape_text(model)} is not fixed; pass --input-shape")
+    return model
+
+
+def with_input_shape(model: keras.Model, input_shape: tuple[int, ...], path: Path) -> keras.Model:
+    try:
+        rebuilt = keras.models.clone_model(model, input_tensors=keras.Input(shape=input_shape))
+    except Exception as error:  # noqa: BLE001
+        raise ModelFileError(f"{path}: cannot rebuild the model on input shape {input_shape}: {error}") from error
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _has_fixed_input(model: keras.Model) -> bool:
+    try:
+        shapes = model.inputs and [tuple(t.shape[1:]) for t in model.inputs]
+    except AttributeError:
+        return False
+    return bool(shapes) and all(d is not None for shape in shapes for d in shape)
+
+
+def _shape_text(model: keras.Model) -> str:
+    try:
+        return ", ".join(str(tuple(t.shape)) for t in model.inputs)
+    except (AttributeError, TypeError):
+        return "(unknown)"

@@ -1,0 +1,198 @@
+"""Records: one JSON file per run, written atomically, and the store that holds them.
+
+A record file holds the run's fields once and its metrics as a list; :func:`tidy_rows` expands it into
+one row per metric carrying every field, which is what the leaderboard loads. Schema (``effbench.record/1``):
+
+    {"schema": "effbench.record/1", "run_id": str, "config_hash": str, "training_hash": str,
+     "config": {...}, "method": str, "variant": str, "suite": str, "task": str, "track": str,
+     "seed": int, "budget": str, "division": str,
+     "hardware": {"cpu", "cpu_threads", "gpu", "platform"},
+     "versions": {"python", "effbench", "tensorflow", "tf_keras", "tfmot", "larq", ...},
+     "git_commit": str, "timestamp": ISO-8601 UTC, "curves": {name: [float, ...]},
+     "metrics": [{"metric": str, "value": number|str, "unit": str, "scope": str}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from effbench.track import Metric, MetricError
+
+SCHEMA = "effbench.record/1"
+TEMP_PREFIX = ".tmp-"
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read or trusted; the message names the file and the field."""
+
+
+@dataclass
+class Record:
+    run_id: str
+    config_hash: str
+    training_hash: str
+    config: dict[str, Any]
+    method: str
+    variant: str
+    suite: str
+    task: str
+    track: str
+    seed: int
+    budget: str
+    division: str
+    hardware: dict[str, Any]
+    versions: dict[str, str]
+    git_commit: str
+    timestamp: str
+    metrics: list[Metric]
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["metrics"] = [
+            {"metric": m.name, "value": m.value, "unit": m.unit, "scope": m.scope} for m in self.metrics
+        ]
+        return {"schema": SCHEMA, **body}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> "Record":
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: expected a JSON object, found {type(data).__name__}")
+        if data.get("schema") != SCHEMA:
+            raise RecordError(f"{source}: field 'schema' is {data.get('schema')!r}, expected '{SCHEMA}'")
+        values = {}
+        for name, kind in RECORD_FIELDS.items():
+            if name not in data:
+                raise RecordError(f"{source}: missing field '{name}'")
+            if not isinstance(data[name], kind) or isinstance(data[name], bool):
+                raise RecordError(
+                    f"{source}: field '{name}' is {type(data[name]).__name__}, expected {kind.__name__}"
+                )
+            values[name] = data[name]
+        values["metrics"] = [_metric_from_json(item, source, i) for i, item in enumerate(data["metrics"])]
+        values["curves"] = data.get("curves", {})
+        return cls(**values)
+
+
+RECORD_FIELDS: dict[str, type] = {
+    "run_id": str, "config_hash": str, "training_hash": str, "config": dict, "method": str,
+    "variant": str, "suite": str, "task": str, "track": str, "seed": int, "budget": str,
+    "division": str, "hardware": dict, "versions": dict, "git_commit": str, "timestamp": str,
+    "metrics": list,
+}  # fmt: skip
+
+
+def _metric_from_json(item: Any, source: str, index: int) -> Metric:
+    where = f"{source}: metrics[{index}]"
+    if not isinstance(item, dict) or not {"metric", "value", "unit"} <= set(item):
+        raise RecordError(f"{where}: expected an object with 'metric', 'value' and 'unit'")
+    try:
+        return Metric(item["metric"], item["value"], item["unit"], item.get("scope", ""))
+    except MetricError as error:
+        raise RecordError(f"{where}: {error}") from None
+
+
+def tidy_rows(record: Record) -> Iterator[dict[str, Any]]:
+    """One flat dict per metric, with the run's fields, hardware and versions as columns."""
+    shared = {
+        name: getattr(record, name)
+        for name in ("run_id", "config_hash", "training_hash", "method", "variant", "suite", "task",
+                     "track", "seed", "budget", "division", "git_commit", "timestamp")
+    }  # fmt: skip
+    shared.update({f"hw_{key}": value for key, value in record.hardware.items()})
+    shared.update({f"v_{key}": value for key, value in record.versions.items()})
+    for metric in record.metrics:
+        yield {**shared, "metric": metric.name, "value": metric.value, "unit": metric.unit, "scope": metric.scope}
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename it into place.
+
+    A process killed at any point leaves either the old file or the complete new one, never half a
+    file; readers ignore the ``.tmp-`` leftovers.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> Record:
+    try:
+        data = json.loads(path.read_text(), parse_constant=_reject_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecordError) as error:
+        raise RecordError(f"{path}: cannot read the record: {error}") from None
+    return Record.from_json(data, str(path))
+
+
+def _reject_constant(name: str) -> float:
+    raise RecordError(f"non-finite number {name} is not allowed in a record")
+
+
+class ResultStore:
+    """Records under ``root/records/<task>/<method>/<track>-s<seed>-<budget>-<config hash>.json``.
+
+    Trained models are cached under ``root/artifacts/<training hash>/`` so that tracks measured in a
+    later invocation use the same model instead of retraining.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._paths: dict[str, Path] | None = None
+
+    @property
+    def records_dir(self) -> Path:
+        return self.root / "records"
+
+    def artifact_dir(self, training_hash: str) -> Path:
+        return self.root / "artifacts" / training_hash
+
+    def _index(self) -> dict[str, Path]:
+        if self._paths is None:
+            self._paths = {}
+            for path in sorted(self.records_dir.rglob("*.json")):
+                if not path.name.startswith(TEMP_PREFIX):
+                    self._paths[path.stem.rsplit("-", 1)[-1]] = path
+        return self._paths
+
+    def has(self, config_hash: str) -> bool:
+        return config_hash in self._index()
+
+    def find(self, config_hash: str) -> Record | None:
+        path = self._index().get(config_hash)
+        return read_record(path) if path else None
+
+    def path_for(self, record: Record) -> Path:
+        name = f"{record.track}-s{record.seed}-{record.budget}-{record.config_hash}.json"
+        return self.records_dir / record.task / record.method / name
+
+    def save(self, record: Record) -> Path:
+        _check_finite(record)
+        path = self.path_for(record)
+        write_json_atomically(path, record.to_json())
+        self._index()[record.config_hash] = path
+        return path
+
+    def records(self) -> list[Record]:
+        return [read_record(path) for path in self._index().values()]
+
+
+def _check_finite(record: Record) -> None:
+    for name, values in record.curves.items():
+        if not all(math.isfinite(v) for v in values):
+            raise MetricError(f"training curve '{name}' of run {record.run_id} has non-finite values")

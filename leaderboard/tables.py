@@ -1,0 +1,52 @@
+"""Pandas tables built from records. Everything the leaderboard shows is computed here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from effbench.records import Record, ResultStore, tidy_rows
+
+RUN_KEYS = ["method", "variant", "task", "budget", "division"]
+# Leading columns of the results table, in reading order; every other metric follows alphabetically.
+LEADING_METRICS = ["top1", "top5", "top1_relative", "fp32_top1", "loss", "ece", "params", "macs",
+                   "flops", "bops", "size_bits"]  # fmt: skip
+
+
+def records_frame(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per metric of every record (the tidy table)."""
+    rows = [row for record in records for row in tidy_rows(record)]
+    return pd.DataFrame(rows)
+
+
+def load_results(*roots: Path | str) -> pd.DataFrame:
+    return records_frame(record for root in roots for record in ResultStore(root).records())
+
+
+def results_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, variant, task, budget, division), one column per whole-model metric.
+
+    Numeric metrics are averaged over seeds; ``seeds`` counts them. Per-layer metrics and string
+    outcomes are left out.
+    """
+    if tidy.empty:
+        return pd.DataFrame(columns=[*RUN_KEYS, "seeds"])
+    whole_model = tidy[(tidy["scope"] == "")].copy()
+    whole_model["value"] = pd.to_numeric(whole_model["value"], errors="coerce")
+    whole_model = whole_model.dropna(subset=["value"])
+    table = whole_model.pivot_table(index=RUN_KEYS, columns="metric", values="value", aggfunc="mean")
+    seeds = tidy.groupby(RUN_KEYS)["seed"].nunique().rename("seeds")
+    table = table.join(seeds)
+    ordered = [m for m in LEADING_METRICS if m in table.columns]
+    rest = sorted(c for c in table.columns if c not in ordered and c != "seeds")
+    return table[[*ordered, *rest, "seeds"]].reset_index().rename_axis(columns=None)
+
+
+def format_table(table: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "markdown":
+        return table.to_markdown(index=False, floatfmt=".4g")
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")

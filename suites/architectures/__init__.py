@@ -1,0 +1,1 @@
+"""Reference backbones (MLP, VGG-small, CIFAR ResNets, MobileNetV2, SimpleNet) that every task can build."""

@@ -1,0 +1,109 @@
+"""Building blocks shared by the reference backbones (a private module: the registry skips it).
+
+``Geometry`` lets one conv backbone run on every task: an image input ``(H, W, C)`` is used as it
+is, a vector input ``(L,)`` is reshaped to ``(L, 1, 1)`` and every kernel ``k`` becomes ``(k, 1)``
+so no weight ever looks at the zero padding of the unit-width axis. Downsampling (strides and max
+pools) is decided per spatial axis: an axis is downsampled only while it keeps at least
+``MIN_SPATIAL`` positions (``size // step >= 2``), otherwise that step is 1 along it. So deep
+backbones build on 8x8 digits and on length-40 vectors, and the unit axis of a vector is never
+strided; on the inputs a paper was designed for, nothing is skipped except where a backbone says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from effbench.tf import keras, tf
+
+MIN_SPATIAL = 2
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a conv backbone lays out a task input: see the module docstring."""
+
+    input_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.input_shape) not in (1, 3):
+            raise ValueError(
+                f"conv backbones take (H, W, C) images or (L,) vectors; got input shape {self.input_shape}"
+            )
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self.input_shape) == 1
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        """(H, W) of the image the backbone sees: (L, 1) for vectors."""
+        return (self.input_shape[0], 1) if self.is_vector else (self.input_shape[0], self.input_shape[1])
+
+    def inputs(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The model input and the same data as a 4-D ``(batch, H, W, C)`` tensor."""
+        inputs = keras.Input(shape=self.input_shape)
+        if not self.is_vector:
+            return inputs, inputs
+        return inputs, keras.layers.Reshape((self.input_shape[0], 1, 1))(inputs)
+
+    def kernel(self, size: int) -> tuple[int, int]:
+        return (size, 1) if self.is_vector else (size, size)
+
+    def stride(self, step: int, x: tf.Tensor) -> tuple[int, int]:
+        """``step`` along each spatial axis of ``x`` that keeps ``MIN_SPATIAL`` positions, else 1."""
+        height, width = x.shape[1], x.shape[2]
+        return tuple(step if size // step >= MIN_SPATIAL else 1 for size in (height, width))
+
+    def max_pool(self, x: tf.Tensor, size: int = 2) -> tf.Tensor:
+        """A ``size`` x ``size`` max pool with the same stride, along the axes that can take it."""
+        pool = self.stride(size, x)
+        if pool == (1, 1):
+            return x
+        return keras.layers.MaxPooling2D(pool_size=pool, strides=pool)(x)
+
+
+def scaled(channels: int, width: float) -> int:
+    """A layer width times a multiplier, at least one channel."""
+    return max(1, round(channels * width))
+
+
+def bn_act(x: tf.Tensor, activation: str | None = "relu") -> tf.Tensor:
+    """Batch norm then ``relu``, ``relu6`` or nothing (``None``, for linear bottlenecks)."""
+    x = keras.layers.BatchNormalization()(x)
+    if activation == "relu":
+        return keras.layers.ReLU()(x)
+    if activation == "relu6":
+        return keras.layers.ReLU(max_value=6.0)(x)
+    if activation is None:
+        return x
+    raise ValueError(f"unknown activation '{activation}'")
+
+
+def conv_bn_act(
+    x: tf.Tensor,
+    filters: int,
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    activation: str | None = "relu",
+) -> tf.Tensor:
+    """Conv (no bias: the batch norm after it has one) + batch norm + activation."""
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    return bn_act(x, activation)
+
+
+def model_name(slug: str, options: Mapping[str, Any]) -> str:
+    """``slug`` followed by every option, e.g. ``resnet-cifar-depth20-shortcutB-width1``."""
+    parts = [slug] + [f"{key}{_format(value)}" for key, value in sorted(options.items())]
+    return "-".join(parts)
+
+
+def _format(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def logits_model(inputs: tf.Tensor, features: tf.Tensor, num_classes: int, name: str) -> keras.Model:
+    """Close a backbone with the ``logits`` Dense layer (no softmax)."""
+    logits = keras.layers.Dense(num_classes, name="logits")(features)
+    return keras.Model(inputs, logits, name=name)

@@ -1,0 +1,59 @@
+"""Shared fixtures: toy methods registered for a test and removed after it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from effbench.method import Artifact, ArchitectureMethod, Method  # noqa: E402
+from effbench.registry import METHODS, Paper, Taxonomy, register_method  # noqa: E402
+from effbench.tf import keras  # noqa: E402
+from effbench.training import TrainContext, fit  # noqa: E402
+
+TOY_PAPER = Paper("A toy method for tests", 2024, "https://example.org/toy")
+
+
+def tiny_dense_model(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(hidden))
+
+
+@pytest.fixture
+def toy_methods():
+    """``toy-dense`` (an architecture), ``toy-halved`` (compresses it), ``toy-broken`` (always fails)."""
+
+    @register_method("toy-dense", suite="toys", kind="architecture", paper=TOY_PAPER, summary="tiny MLP")
+    class ToyDense(ArchitectureMethod):
+        default_options = {"units": 16}
+
+        def build(self, input_shape, num_classes):
+            return tiny_dense_model(input_shape, num_classes)
+
+    @register_method(
+        "toy-halved", suite="toys", kind="compression", paper=TOY_PAPER, summary="halves the last layer",
+        taxonomy=Taxonomy(weight_bits=16, applied="post-training"),
+    )
+    class ToyHalved(Method):
+        def run(self, context: TrainContext) -> Artifact:
+            model = tiny_dense_model(context.task.spec.input_shape, context.task.spec.num_classes)
+            history, seconds = fit(model, context)
+            logits = model.get_layer("logits")
+            kernel, bias = logits.get_weights()
+            logits.set_weights([kernel * 0.5, bias * 0.5])
+            return Artifact(model, history, seconds)
+
+        def fp32_twin(self, task_default_backbone: str) -> str:
+            return "toy-dense"
+
+    @register_method("toy-broken", suite="toys", kind="training", paper=TOY_PAPER, summary="raises")
+    class ToyBroken(Method):
+        def run(self, context: TrainContext) -> Artifact:
+            raise RuntimeError("the toy method breaks on purpose")
+
+    yield
+    for slug in ("toy-dense", "toy-halved", "toy-broken"):
+        METHODS.remove(slug)
