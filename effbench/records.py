@@ -122,6 +122,8 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     text = json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n"
     handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=path.parent)
     try:
+        # mkstemp makes owner-only files; records are shared, so give them the usual read bits.
+        os.fchmod(handle, 0o644)
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()

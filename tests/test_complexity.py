@@ -139,6 +139,15 @@ def test_shared_layer_called_twice_counts_operations_twice_and_params_once():
     assert report.params == model.count_params() == 15
 
 
+def test_calls_made_while_building_another_model_do_not_count():
+    dense = L.Dense(4, name="fc")
+    x = keras.Input((4,))
+    model = keras.Model(x, dense(x))
+    y = keras.Input((4,))
+    keras.Model(y, dense(dense(y)))
+    assert count_complexity(model).row("fc").calls == 1
+
+
 def test_nested_model_is_recursed_into_once_per_call():
     inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="proj")], name="inner")
     x = keras.Input((4,))
@@ -216,6 +225,23 @@ def test_larq_dorefa_2_bit_quantizers_count_two_bits():
     assert (row.w_bits, row.a_bits) == (2, 2)
     assert row.bops == 20 * 2 * 2
     assert row.size_bits == 20 * 2 + 4 * 32
+
+
+def test_larq_macs_agree_with_larqs_own_profile():
+    import larq
+
+    binary = {"kernel_quantizer": "ste_sign", "kernel_constraint": "weight_clip", "input_quantizer": "ste_sign"}
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        larq.layers.QuantConv2D(8, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip"),
+        larq.layers.QuantConv2D(8, 3, use_bias=False, **binary),
+        L.BatchNormalization(), L.Flatten(), larq.layers.QuantDense(10, **binary),
+    ])
+    report, profile = count_complexity(model), larq.models.ModelProfile(model)
+    assert report.params == model.count_params()
+    assert report.macs == profile.op_count("mac") == 136_800
+    binary_macs = sum(row.macs for row in report.layers if (row.w_bits, row.a_bits) == (1, 1))
+    assert binary_macs == profile.op_count("mac", 1)
 
 
 def test_larq_layer_without_input_quantizer_has_float_activations():

@@ -521,9 +521,11 @@ class _Counter:
 
     def visit_model(self, model: keras.Model, prefix: str, repeats: int) -> None:
         _require_graph(model, prefix.rstrip("/") or model.name)
+        # A layer's inbound_nodes include calls made while building other models (a layer reused
+        # elsewhere); _nodes_by_depth holds this model's own calls, as keras' summary() uses it.
         in_graph = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
         for layer in model.layers:
-            calls = [node for node in layer._inbound_nodes if id(node) in in_graph and not node.is_input]
+            calls = [node for node in layer.inbound_nodes if id(node) in in_graph and not node.is_input]
             name = prefix + layer.name
             if isinstance(layer, keras.Model):
                 self.visit_model(layer, name + "/", repeats * len(calls))

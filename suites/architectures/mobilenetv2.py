@@ -52,9 +52,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     "mobilenetv2",
     suite="architectures",
     kind="architecture",
-    paper=Paper(
-        "MobileNetV2: Inverted Residuals and Linear Bottlenecks", 2018, "https://arxiv.org/abs/1801.04381"
-    ),
+    paper=Paper("MobileNetV2: Inverted Residuals and Linear Bottlenecks", 2018, "https://arxiv.org/abs/1801.04381"),
     summary="MobileNetV2: inverted residuals, linear bottlenecks, width multiplier alpha",
     taxonomy=Taxonomy(applied="architecture"),
 )

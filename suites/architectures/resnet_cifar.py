@@ -84,9 +84,7 @@ class ResNetCifar(ArchitectureMethod):
         x = keras.layers.GlobalAveragePooling2D()(x)
         return logits_model(inputs, x, num_classes, model_name(self.spec.slug, self.options))
 
-    def basic_block(
-        self, x: tf.Tensor, channels: int, strides: tuple[int, int], geometry: Geometry
-    ) -> tf.Tensor:
+    def basic_block(self, x: tf.Tensor, channels: int, strides: tuple[int, int], geometry: Geometry) -> tf.Tensor:
         residual = conv_bn_act(x, channels, geometry.kernel(3), strides)
         residual = conv_bn_act(residual, channels, geometry.kernel(3), activation=None)
         x = keras.layers.Add()([self.shortcut(x, channels, strides), residual])
