@@ -44,9 +44,22 @@ def results_table(tidy: pd.DataFrame) -> pd.DataFrame:
     return table[[*ordered, *rest, "seeds"]].reset_index().rename_axis(columns=None)
 
 
+def human_number(value: float) -> str:
+    """Four significant digits; counts of ten thousand and more with a K/M/G/T suffix."""
+    for threshold, unit, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "K")):
+        if abs(value) >= threshold:
+            return f"{value / unit:.4g}{suffix}"
+    return f"{value:.4g}"
+
+
 def format_table(table: pd.DataFrame, fmt: str) -> str:
+    """``csv`` (full precision), ``markdown`` or ``text`` (both rounded for reading)."""
     if fmt == "csv":
         return table.to_csv(index=False)
+    readable = table.copy()
+    for column in readable.columns:
+        if pd.api.types.is_float_dtype(readable[column]):
+            readable[column] = readable[column].map(lambda v: "" if pd.isna(v) else human_number(v))
     if fmt == "markdown":
-        return table.to_markdown(index=False, floatfmt=".4g")
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        return readable.to_markdown(index=False)
+    return readable.to_string(index=False)

@@ -1,0 +1,66 @@
+"""`effbench list` and `effbench measure`, as a user calls them."""
+
+import json
+
+from effbench.cli import main
+from effbench.tf import keras
+from tracks.complexity import count_complexity
+
+
+def free_size_cnn() -> keras.Model:
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x))
+
+
+def test_measure_complexity_of_a_keras_applications_model_as_json(tmp_path, capsys):
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
+    path = tmp_path / "mobilenetv2.keras"
+    model.save(path)
+    assert main(["measure", "--track", "complexity", "--model", str(path), "--format", "json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    report = count_complexity(model)
+    assert measured["params"] == model.count_params()
+    assert {k: measured[k] for k in ("macs", "flops", "bops", "size_bits")} == {
+        m.name: m.value for m in report.metrics() if m.name in ("macs", "flops", "bops", "size_bits") and not m.scope
+    }
+    assert measured["layer/Conv1/macs"] == 48 * 48 * 3 * 3 * 3 * 16
+
+
+def test_measure_needs_an_input_shape_for_models_saved_without_one(tmp_path, capsys):
+    path = tmp_path / "free.keras"
+    free_size_cnn().save(path)
+    assert main(["measure", "--track", "complexity", "--model", str(path)]) == 2
+    assert "pass --input-shape" in capsys.readouterr().err
+    assert main(["measure", "--track", "complexity", "--model", str(path), "--input-shape", "16,16,3",
+                 "--format", "json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["macs"] == 16 * 16 * 27 * 8 + 8 * 4
+
+
+def test_measure_reports_missing_and_unreadable_files(tmp_path, capsys):
+    assert main(["measure", "--track", "complexity", "--model", str(tmp_path / "none.keras")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    broken = tmp_path / "broken.keras"
+    broken.write_text("not a model")
+    assert main(["measure", "--track", "complexity", "--model", str(broken)]) == 2
+    assert "could not load" in capsys.readouterr().err
+
+
+def test_measure_accuracy_needs_a_task(tmp_path, capsys):
+    path = tmp_path / "m.keras"
+    free_size_cnn().save(path)
+    assert main(["measure", "--track", "accuracy", "--model", str(path), "--input-shape", "8,8,3"]) == 2
+    assert "needs task data: pass --task" in capsys.readouterr().err
+
+
+def test_list_shows_one_row_per_entry_slug_first(capsys):
+    assert main(["list", "methods", "--suite", "architectures"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[0] == "slug"
+    assert [line.split()[0] for line in lines[1:]] == ["mlp", "mobilenetv2", "resnet-cifar", "simplenet", "vgg-small"]
+    assert main(["list", "tasks", "cifar*"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["cifar10", "cifar100"]
+    assert main(["list", "tracks"]) == 0
+    assert {"accuracy", "complexity"} <= {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert main(["list", "methods", "zzz*"]) == 1
