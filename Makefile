@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-RESULTS ?= results
+RESULTS ?= results/demo
 BACKBONES := mlp vgg-small resnet-cifar mobilenetv2 simplenet
 
 .PHONY: setup demo test lint bench

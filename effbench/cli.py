@@ -84,7 +84,8 @@ def _list_row(spec: MethodSpec | TaskSpec | TrackSpec) -> dict:
                 "paper": f"{spec.paper.title} ({spec.paper.year})"}  # fmt: skip
     if isinstance(spec, TaskSpec):
         return {"slug": spec.slug, "input": "x".join(map(str, spec.input_shape)), "classes": spec.num_classes,
-                "backbone": spec.default_backbone, "offline": spec.embedded, "summary": spec.summary}  # fmt: skip
+                "backbone": spec.default_backbone, "offline": spec.embedded, "target": spec.target_accuracy,
+                "summary": spec.summary}  # fmt: skip
     return {"slug": spec.slug, "needs task data": spec.needs_task_data, "summary": spec.summary}
 
 
@@ -100,7 +101,7 @@ def command_run(args: argparse.Namespace) -> int:
     jobs = make_plan(methods, args.task, args.seed, args.track, args.budget, store, args.division, args.force)
     planned = sum(len(job.tracks) for job in jobs)
     print(f"{planned} runs to do in {len(jobs)} trainings; results in {args.out}")
-    results = execute_plan(jobs, store)
+    results = execute_plan(jobs, store, force=args.force)
     records = [record for result in results for record in result.records]
     failures = [failure for result in results for failure in result.failures]
     if records:

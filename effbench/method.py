@@ -26,6 +26,8 @@ class Artifact:
     train_seconds: float = 0.0
     # Elastic methods put every deployable sub-model here, keyed by a name such as "width=0.5".
     submodels: dict[str, keras.Model] = field(default_factory=dict)
+    # Filled by the runner after training: train_samples, peak_rss_bytes, peak_gpu_bytes.
+    train_stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

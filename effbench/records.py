@@ -9,7 +9,8 @@ one row per metric carrying every field, which is what the leaderboard loads. Sc
      "hardware": {"cpu", "cpu_threads", "gpu", "platform"},
      "versions": {"python", "effbench", "tensorflow", "tf_keras", "tfmot", "larq", ...},
      "git_commit": str, "timestamp": ISO-8601 UTC, "curves": {name: [float, ...]},
-     "metrics": [{"metric": str, "value": number|str, "unit": str, "scope": str}, ...]}
+     "metrics": [{"metric": str, "value": number|str, "unit": str, "scope": str}, ...],
+     "files": {name: {"path": relative to the result folder, "bytes": int, "sha256": str}}}
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Record:
     timestamp: str
     metrics: list[Metric]
     curves: dict[str, list[float]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -78,6 +80,7 @@ class Record:
             values[name] = data[name]
         values["metrics"] = [_metric_from_json(item, source, i) for i, item in enumerate(data["metrics"])]
         values["curves"] = data.get("curves", {})
+        values["files"] = data.get("files", {})
         return cls(**values)
 
 
@@ -163,6 +166,10 @@ class ResultStore:
 
     def artifact_dir(self, training_hash: str) -> Path:
         return self.root / "artifacts" / training_hash
+
+    def files_dir(self, task: str, method: str, config_hash: str) -> Path:
+        """Files a run keeps beside its record, such as converted ``.tflite`` models."""
+        return self.root / "files" / task / method / config_hash
 
     def _index(self) -> dict[str, Path]:
         if self._paths is None:

@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -69,6 +70,8 @@ class TaskSpec:
     default_backbone: str
     modality: Literal["image", "vector"]
     embedded: bool
+    # Validation top-1 that counts as "trained" for time-to-target in the training_cost track.
+    target_accuracy: float
 
 
 @dataclass(frozen=True)
@@ -144,10 +147,13 @@ TASKS: Registry[TaskSpec] = Registry("task")
 TRACKS: Registry[TrackSpec] = Registry("track")
 
 
+SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
 def _check_slug(slug: str) -> None:
-    if not slug or slug != slug.lower() or any(c in slug for c in " :,=/[]"):
+    if not SLUG_PATTERN.fullmatch(slug):
         raise RegistryError(
-            f"slug '{slug}' is invalid: use lower-case letters, digits, '-' and '.' only"
+            f"slug '{slug}' is invalid: use lower-case letters, digits, '-', '_' and '.' only"
         )
 
 

@@ -9,23 +9,27 @@ executor runs the jobs; the local one runs them in this process, one after anoth
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import shutil
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import Artifact, Method, MethodRef
+from effbench.recipe import Recipe
 from effbench.records import Record, ResultStore, write_json_atomically
 from effbench.registry import METHODS, TASKS, TRACKS
 from effbench.tasks.base import Task
 from effbench.tf import keras
 from effbench.track import MeasureContext
-from effbench.training import TrainContext
+from effbench.training import TrainContext, reset_peak_memory, training_stats
 
 
 @dataclass
@@ -104,9 +108,10 @@ class LocalExecutor:
 class JobRunner:
     """Trains (or reloads) a job's model and measures each of its tracks into records."""
 
-    def __init__(self, store: ResultStore, log: Callable[[str], None] = print):
+    def __init__(self, store: ResultStore, log: Callable[[str], None] = print, reuse_models: bool = True):
         self.store = store
         self.log = log
+        self.reuse_models = reuse_models
 
     def __call__(self, job: Job) -> JobResult:
         result = JobResult(job)
@@ -133,19 +138,19 @@ class JobRunner:
     def _artifact(self, method: Method, context: TrainContext, training: TrainingConfig) -> Artifact:
         cached = self.store.artifact_dir(training.hash)
         model_path, history_path = cached / "model.keras", cached / "history.json"
-        if model_path.exists() and history_path.exists():
+        if self.reuse_models and model_path.exists() and history_path.exists():
             saved = json.loads(history_path.read_text())
             model = keras.models.load_model(model_path, compile=False)
-            return Artifact(model, saved["history"], saved["train_seconds"])
+            return Artifact(model, saved["history"], saved["train_seconds"], train_stats=saved.get("train_stats", {}))
         self.log(f"training {training.method} on {training.task} (seed {training.seed}, {training.budget})")
-        keras.utils.set_random_seed(training.seed)
-        artifact = method.run(context)
+        artifact = train(method, context)
         cached.mkdir(parents=True, exist_ok=True)
         temp_model = cached / ".tmp-model.keras"
         artifact.model.save(temp_model)
         temp_model.replace(model_path)
         write_json_atomically(
-            history_path, {"history": artifact.history, "train_seconds": artifact.train_seconds}
+            history_path,
+            {"history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats},
         )
         return artifact
 
@@ -154,15 +159,27 @@ class JobRunner:
     ) -> Record:
         track = TRACKS.get(run.track).factory()
         reference = self._twin_accuracy(job) if run.track == "accuracy" else None
+        final_files = self.store.files_dir(run.training.task, run.training.method.slug, run.hash)
+        staging = final_files.with_name(f".tmp-{run.hash}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         measure_context = MeasureContext(
-            model=artifact.model, artifact=artifact, task=task, splits=context.splits,
-            seed=context.seed, reference=reference,
+            model=artifact.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
+            reference=reference, files_dir=staging,
+            retrain=lambda recipe: retrain(method, context, recipe),
         )  # fmt: skip
         started = time.perf_counter()
-        metrics = track.measure(measure_context)
-        self.log(f"  {run.track}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
-        record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
-        self.store.save(record)
+        try:
+            metrics = track.measure(measure_context)
+            self.log(f"  {run.track}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
+            record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
+            record.files = describe_files(staging, final_files, self.store.root)
+            if record.files:
+                shutil.rmtree(final_files, ignore_errors=True)
+                staging.rename(final_files)
+            self.store.save(record)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return record
 
     def _twin_accuracy(self, job: Job) -> dict[str, float] | None:
@@ -178,6 +195,34 @@ class JobRunner:
         message = f"{job.describe()} failed at {stage}: {detail}"
         self.log(f"FAILED {message}")
         return message
+
+
+def train(method: Method, context: TrainContext) -> Artifact:
+    """Seed everything, run the method, and note what its training used."""
+    keras.utils.set_random_seed(context.seed)
+    reset_peak_memory()
+    artifact = method.run(context)
+    artifact.train_stats = {**training_stats(context), **artifact.train_stats}
+    return artifact
+
+
+def retrain(method: Method, context: TrainContext, recipe: Recipe) -> Artifact:
+    """The same method, task and seed under another recipe (for the sensitivity sub-track)."""
+    splits = context.task.load().for_run(context.seed, recipe.max_train_samples)
+    return train(method, replace(context, recipe=recipe, splits=splits))
+
+
+def describe_files(staging: Path, final: Path, root: Path) -> dict[str, dict]:
+    """Name -> path (relative to the result folder, where they will be), size and SHA-256."""
+    files = {}
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        name = path.relative_to(staging).as_posix()
+        files[name] = {
+            "path": (final / name).relative_to(root).as_posix(),
+            "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    return files
 
 
 def build_record(run: RunConfig, method: Method, metrics: list, curves: dict[str, list[float]]) -> Record:
@@ -217,7 +262,12 @@ def expand_methods(names: Iterable[str], suites: Iterable[str]) -> list[MethodRe
 
 
 def execute_plan(
-    jobs: Sequence[Job], store: ResultStore, executor: Executor | None = None, log: Callable[[str], None] = print
+    jobs: Sequence[Job],
+    store: ResultStore,
+    executor: Executor | None = None,
+    log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> list[JobResult]:
-    runner = JobRunner(store, log)
+    """Run every job; ``force`` retrains models even when a trained one is cached."""
+    runner = JobRunner(store, log, reuse_models=not force)
     return list((executor or LocalExecutor()).execute(jobs, runner))

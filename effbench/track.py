@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from effbench.registry import TrackSpec
 from effbench.tf import keras
 
 if TYPE_CHECKING:
     from effbench.method import Artifact
+    from effbench.recipe import Recipe
     from effbench.tasks.base import Splits, Task
 
 
@@ -52,7 +55,12 @@ class MeasureContext:
     seed: int = 0
     # The FP32 twin's whole-model accuracy metrics (metric -> value) on the same task, seed, budget.
     reference: dict[str, float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A folder for files that belong to this run's record (for example converted .tflite models);
+    # None when there is nowhere to keep them.
+    files_dir: Path | None = None
+    # Trains the run's method again on the same task and seed under another recipe (sensitivity);
+    # None when the model did not come from a method.
+    retrain: Callable[[Recipe], Artifact] | None = None
 
 
 class Track(abc.ABC):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effbench.recipe import Budget, Recipe
@@ -62,20 +63,79 @@ def training_input(context: TrainContext) -> dict:
     return {"x": dataset}
 
 
+def reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS counter (VmHWM) for this process, where Linux allows it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss` (0 if unknown)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def gpu_devices() -> list[str]:
+    return [device.name.replace("physical_device:", "") for device in tf.config.list_physical_devices("GPU")]
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (wall time of each epoch, validation excluded) to the history."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        validation_start = getattr(self, "_validation_started", None)
+        end = validation_start if validation_start and validation_start > self._started else time.perf_counter()
+        if logs is not None:
+            logs["epoch_seconds"] = end - self._started
+        self._validation_started = None
+
+
+def reset_peak_memory() -> None:
+    """Start counting peak host and GPU memory afresh, before a method trains."""
+    reset_peak_rss()
+    for device in gpu_devices():
+        tf.config.experimental.reset_memory_stats(device)
+
+
+def training_stats(context: TrainContext) -> dict[str, float]:
+    """Samples per epoch, and peak host and GPU memory since :func:`reset_peak_memory`."""
+    stats = {"train_samples": float(len(context.splits.x_train)), "peak_rss_bytes": float(peak_rss_bytes())}
+    peaks = [tf.config.experimental.get_memory_info(device)["peak"] for device in gpu_devices()]
+    if peaks:
+        stats["peak_gpu_bytes"] = float(max(peaks))
+    return stats
+
+
 def fit(
     model: keras.Model,
     context: TrainContext,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     loss: keras.losses.Loss | None = None,
 ) -> tuple[dict[str, list[float]], float]:
-    """Compile ``model`` for the recipe and train it; return the per-epoch history and wall seconds."""
+    """Compile ``model`` for the recipe and train it; return the per-epoch history and wall seconds.
+
+    The history has Keras's curves plus ``epoch_seconds``.
+    """
     compile_for_recipe(model, context, loss)
     started = time.perf_counter()
     history = model.fit(
         **training_input(context),
         epochs=context.recipe.epochs,
         validation_data=(context.splits.x_val, context.splits.y_val),
-        callbacks=list(callbacks),
+        callbacks=[TrainingClock(), *callbacks],
         verbose=0,
     )
     seconds = time.perf_counter() - started

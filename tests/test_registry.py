@@ -23,7 +23,7 @@ def test_unknown_slug_suggests_close_matches(toy_methods):
         METHODS.get("toy-dens")
 
 
-@pytest.mark.parametrize("slug", ["Upper", "has space", "a:b", ""])
+@pytest.mark.parametrize("slug", ["Upper", "has space", "a:b", "", "a*b", "-lead"])
 def test_invalid_slugs_are_rejected(slug):
     with pytest.raises(RegistryError, match="invalid"):
         register_method(slug, suite="s", kind="training", paper=Paper("t", 2020, "u"), summary="x")

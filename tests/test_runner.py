@@ -35,6 +35,10 @@ def test_rerun_resumes_only_missing_tracks_and_reuses_the_trained_model(tmp_path
     results = execute_plan(jobs, ResultStore(tmp_path), log=messages.append)
     assert not any(m.startswith("training") for m in messages)
     assert [r.track for r in results[0].records] == ["complexity"]
+    messages.clear()
+    forced = plan(ResultStore(tmp_path), ["toy-dense"], force=True)
+    execute_plan(forced, ResultStore(tmp_path), log=messages.append, force=True)
+    assert any(m.startswith("training toy-dense") for m in messages)
 
 
 def test_compressed_method_runs_after_its_twin_and_reports_the_ratio(tmp_path, toy_methods):

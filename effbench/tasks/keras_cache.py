@@ -109,6 +109,7 @@ def require_shape(slug: str, source: Path | str, array: np.ndarray, shape: tuple
         default_backbone="resnet-cifar",
         modality="image",
         embedded=False,
+        target_accuracy=0.98,
     )
 )
 class Mnist(KerasCacheTask):
@@ -150,6 +151,7 @@ IDX_UBYTE = 0x08  # the IDX type code for unsigned bytes, the only one (Fashion-
         default_backbone="resnet-cifar",
         modality="image",
         embedded=False,
+        target_accuracy=0.88,
     )
 )
 class FashionMnist(KerasCacheTask):
@@ -291,6 +293,7 @@ class CifarTask(KerasCacheTask):
         default_backbone="resnet-cifar",
         modality="image",
         embedded=False,
+        target_accuracy=0.8,
     )
 )
 class Cifar10(CifarTask):
@@ -313,6 +316,7 @@ class Cifar10(CifarTask):
         default_backbone="resnet-cifar",
         modality="image",
         embedded=False,
+        target_accuracy=0.5,
     )
 )
 class Cifar100(CifarTask):
