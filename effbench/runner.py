@@ -165,7 +165,7 @@ class JobRunner:
         staging.mkdir(parents=True)
         measure_context = MeasureContext(
             model=artifact.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
-            reference=reference, files_dir=staging,
+            recipe=context.recipe, reference=reference, files_dir=staging,
             retrain=lambda recipe: retrain(method, context, recipe),
         )  # fmt: skip
         started = time.perf_counter()

@@ -53,6 +53,8 @@ class MeasureContext:
     task: "Task | None" = None
     splits: "Splits | None" = None
     seed: int = 0
+    # The recipe the model was trained with; None for a bare model file.
+    recipe: Recipe | None = None
     # The FP32 twin's whole-model accuracy metrics (metric -> value) on the same task, seed, budget.
     reference: dict[str, float] | None = None
     # A folder for files that belong to this run's record (for example converted .tflite models);

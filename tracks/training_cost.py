@@ -1,0 +1,59 @@
+"""The training_cost track: what it took to train the run's model.
+
+Read from the training the run already did (nothing is retrained):
+
+- ``train_seconds``: wall time of the method's training, validation passes included (s).
+- ``epochs``; ``epoch_seconds_median``: median wall time of one epoch, validation excluded (s).
+- ``samples_per_s``: training examples per epoch / ``epoch_seconds_median``.
+- ``peak_rss_bytes``: peak resident memory of the process during training (Linux ``VmHWM``, reset just
+  before the method runs; it includes the loaded dataset and TensorFlow itself); ``peak_gpu_bytes``:
+  TensorFlow's peak GPU allocation, where a GPU is present.
+- ``target_accuracy``: the task's declared validation top-1 target; ``target_reached`` (1 or 0); when
+  reached, ``epochs_to_target`` (the first epoch whose validation top-1 is at least the target) and
+  ``seconds_to_target`` (the sum of epoch times up to and including it).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from effbench.registry import register_track
+from effbench.track import MeasureContext, Metric, Track
+
+
+def target_metrics(val_accuracy: list[float], epoch_seconds: list[float], target: float) -> list[Metric]:
+    metrics = [Metric("target_accuracy", target, "ratio")]
+    reached = next((epoch for epoch, accuracy in enumerate(val_accuracy) if accuracy >= target), None)
+    metrics.append(Metric("target_reached", int(reached is not None), "bool"))
+    if reached is not None:
+        metrics += [
+            Metric("epochs_to_target", reached + 1, "epoch"),
+            Metric("seconds_to_target", sum(epoch_seconds[: reached + 1]), "s"),
+        ]
+    return metrics
+
+
+@register_track(
+    "training_cost",
+    summary="train time, time per epoch, samples/s, peak memory, epochs and seconds to the task's target",
+    needs_task_data=True,
+)
+class TrainingCostTrack(Track):
+    def measure(self, context: MeasureContext) -> list[Metric]:
+        artifact = context.artifact
+        if artifact is None or context.task is None or "epoch_seconds" not in artifact.history:
+            raise ValueError("the training_cost track measures a training run: use `effbench run`, not a model file")
+        epoch_seconds = artifact.history["epoch_seconds"]
+        median_epoch = statistics.median(epoch_seconds)
+        stats = artifact.train_stats
+        metrics = [
+            Metric("train_seconds", artifact.train_seconds, "s"),
+            Metric("epochs", len(epoch_seconds), "epoch"),
+            Metric("epoch_seconds_median", median_epoch, "s"),
+            Metric("samples_per_s", stats["train_samples"] / median_epoch, "samples/s"),
+            Metric("peak_rss_bytes", stats["peak_rss_bytes"], "byte"),
+        ]
+        if "peak_gpu_bytes" in stats:
+            metrics.append(Metric("peak_gpu_bytes", stats["peak_gpu_bytes"], "byte"))
+        val_accuracy = artifact.history.get("val_accuracy", [])
+        return metrics + target_metrics(val_accuracy, epoch_seconds, context.task.spec.target_accuracy)
