@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 RESULTS ?= results/demo
 BACKBONES := mlp vgg-small resnet-cifar mobilenetv2 simplenet
 
-.PHONY: setup demo test lint bench
+BASELINE_TRACKS := accuracy complexity latency edge robustness training_cost
+
+.PHONY: setup demo test lint bench baselines
 
 setup: $(VENV)/.installed
 
@@ -25,6 +27,13 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The committed baseline records: the reference backbones on both embedded tasks through every track.
+baselines: setup
+	$(BIN)/effbench run --method $(BACKBONES) --task digits mnist1d --track $(BASELINE_TRACKS) \
+		--budget quick --seed 0 --out results/baselines
+	$(BIN)/effbench run --method mlp resnet-cifar --task digits mnist1d --track sensitivity \
+		--budget quick --seed 0 --out results/baselines
 
 bench: setup
 	$(BIN)/python benchmarks/harness_overhead.py

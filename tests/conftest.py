@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from effbench.method import Artifact, ArchitectureMethod, Method  # noqa: E402
+from effbench.method import ArchitectureMethod, Artifact, Method  # noqa: E402
 from effbench.registry import METHODS, Paper, Taxonomy, register_method  # noqa: E402
 from effbench.tf import keras  # noqa: E402
 from effbench.training import TrainContext, fit  # noqa: E402

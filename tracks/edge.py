@@ -1,0 +1,246 @@
+"""The edge track: the model converted to TFLite, its size, CPU latency and accuracy after conversion.
+
+The model is converted into the variants of :mod:`tracks._tflite` (``float32``, ``float16``,
+``dynamic``, ``int8``, and ``lce`` for models with larq layers), and each variant is measured under
+``scope`` = its name:
+
+- ``converted`` (bool, 1/0): whether the converter produced a flatbuffer. A failed conversion is an
+  outcome, not a crash: ``converter_error`` (text) then holds the converter's message (for TFLite, one
+  entry per rejected op with its error code, e.g. ``ERROR_NEEDS_FLEX_OPS``), cut to 500 characters.
+- ``size_bytes`` (byte): size of the ``.tflite`` flatbuffer, kept as ``<variant>.tflite`` beside the record.
+- ``litert_t1_*`` / ``litert_t2_*`` (``lce_t1_*`` / ``lce_t2_*`` for ``lce``): batch-1 latency with 1 and
+  2 interpreter threads, as ``_median_ms``, ``_p90_ms``, ``_cv`` and ``_repeats`` (see
+  :mod:`tracks._timing`, policy ``TIMING_POLICY``). One timed call is ``set_tensor`` of one input,
+  ``invoke`` and ``get_tensor`` of the output, on an interpreter whose tensors are already allocated;
+  loading the model and allocating are not timed. LiteRT (``ai_edge_litert.interpreter.Interpreter``)
+  applies its default XNNPACK delegate; ``lce`` runs on LCE's interpreter, whose ``predict`` does the
+  same copy-in, invoke, copy-out, with XNNPACK for the float ops and LCE's kernels for the binary ones.
+  On x86 LCE's binary kernels are not its optimized ARM ones: ``lce`` latency here says nothing about
+  a phone; :func:`benchmark_model_metrics` takes phone measurements.
+- ``top1`` (ratio, with task data): fraction of the test split whose argmax output is the label.
+- ``agreement`` (ratio, with task data): fraction of the test split where the variant's argmax equals
+  the Keras model's argmax (1.0 = conversion changed no decision).
+- ``run_error`` (text): a variant that converted but that its interpreter could not run.
+
+The ``int8`` variant also records ``calibration`` (text) and ``calibration_samples`` (count): the first
+128 inputs of the run's training split (whose order depends on the run's seed), or, for a bare model
+with no task, 128 standard-normal noise inputs drawn with a fixed seed (calibrating on noise gives
+poor activation ranges; such an int8 latency is still meaningful, its accuracy would not be).
+
+Whole-model text metrics name what ran: ``runtime`` (LiteRT version and delegate) and ``converter``
+(TensorFlow version); the ``lce`` scope has its own ``runtime`` and ``converter``.
+
+Phone measurements: :func:`benchmark_model_metrics` turns the output of TFLite's ``benchmark_model``
+(or LCE's ``lce_benchmark_model``, which prints the same lines) into ``device_*`` metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from effbench.registry import register_track
+from effbench.tf import tf
+from effbench.track import MeasureContext, Metric, Track
+from tracks import _tflite
+from tracks._timing import TimingPolicy, time_calls
+
+# Lighter than the default policy: up to 5 variants x 2 thread counts are timed per model.
+TIMING_POLICY = TimingPolicy(warmup=5, min_repeats=20, min_seconds=0.5, max_seconds=3.0)
+THREADS = (1, 2)
+# Threads of the interpreter that scores the test split (accuracy does not depend on it).
+EVAL_THREADS = 2
+KERAS_EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An interpreter: its metric prefix, a batch-1 call to time, and a whole-array predict."""
+
+    prefix: str
+    single_call: Callable[[bytes, int, np.ndarray], Callable[[], object]]
+    predict: Callable[[bytes, np.ndarray, int], np.ndarray]
+
+
+LITERT = Backend("litert", _tflite.litert_single_call, _tflite.litert_predict)
+LCE = Backend("lce", _tflite.lce_single_call, _tflite.lce_predict)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every variant is fed: one timing input, and the test split with Keras's decisions."""
+
+    sample: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    keras_argmax: np.ndarray | None = None
+
+
+def runtime_metrics(with_lce: bool) -> list[Metric]:
+    litert = f"LiteRT {_tflite.litert_version()} (ai_edge_litert Interpreter, XNNPACK delegate, CPU)"
+    metrics = [
+        Metric("runtime", litert, "text"),
+        Metric("converter", f"TensorFlow {tf.__version__} TFLiteConverter.from_keras_model", "text"),
+    ]
+    if with_lce:
+        version = _tflite.lce_version()
+        lce = f"Larq Compute Engine {version} interpreter (LCE kernels, XNNPACK for float ops, CPU)"
+        metrics += [
+            Metric("runtime", lce, "text", _tflite.LCE_VARIANT),
+            Metric("converter", f"larq_compute_engine {version} convert_keras_model", "text", _tflite.LCE_VARIANT),
+        ]
+    return metrics
+
+
+def calibration_metrics(data: _tflite.Calibration) -> list[Metric]:
+    return [
+        Metric("calibration", data.source, "text", "int8"),
+        Metric("calibration_samples", len(data.samples), "count", "int8"),
+    ]
+
+
+def latency_metrics(backend: Backend, content: bytes, sample: np.ndarray, variant: str) -> list[Metric]:
+    metrics = []
+    for threads in THREADS:
+        timing = time_calls(backend.single_call(content, threads, sample), TIMING_POLICY)
+        metrics += timing.metrics(f"{backend.prefix}_t{threads}", scope=variant)
+    return metrics
+
+
+def accuracy_metrics(backend: Backend, content: bytes, inputs: Inputs, variant: str) -> list[Metric]:
+    predicted = backend.predict(content, inputs.x_test, EVAL_THREADS).argmax(axis=1)
+    return [
+        Metric("top1", float(np.mean(predicted == inputs.y_test)), "ratio", variant),
+        Metric("agreement", float(np.mean(predicted == inputs.keras_argmax)), "ratio", variant),
+    ]
+
+
+def measure_variant(
+    variant: str, convert: Callable[[], bytes], backend: Backend, inputs: Inputs, context: MeasureContext
+) -> list[Metric]:
+    """Convert, keep the file, time and score one variant; failures become metrics."""
+    try:
+        content = convert()
+    except Exception as error:  # noqa: BLE001 - a rejected model is a result to record
+        return [
+            Metric("converted", 0, "bool", variant),
+            Metric("converter_error", _tflite.error_text(error), "text", variant),
+        ]
+    metrics = [Metric("converted", 1, "bool", variant), Metric("size_bytes", len(content), "byte", variant)]
+    if context.files_dir is not None:
+        (context.files_dir / f"{variant}.tflite").write_bytes(content)
+    try:
+        metrics += latency_metrics(backend, content, inputs.sample, variant)
+        if inputs.x_test is not None:
+            metrics += accuracy_metrics(backend, content, inputs, variant)
+    except Exception as error:  # noqa: BLE001 - converted but not runnable is a result too
+        metrics.append(Metric("run_error", _tflite.error_text(error), "text", variant))
+    return metrics
+
+
+def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
+    splits = context.splits
+    if splits is None:
+        return Inputs(sample=data.samples[0])
+    outputs = context.model.predict(splits.x_test, batch_size=KERAS_EVAL_BATCH, verbose=0)
+    return Inputs(splits.x_test[0], splits.x_test, splits.y_test.astype(int), np.asarray(outputs).argmax(axis=1))
+
+
+@register_track(
+    "edge",
+    summary="TFLite float32/float16/dynamic/int8 (+LCE for larq): size, LiteRT latency, top-1 after conversion",
+    needs_task_data=False,
+)
+class EdgeTrack(Track):
+    def measure(self, context: MeasureContext) -> list[Metric]:
+        model = context.model
+        data = _tflite.calibration(model, context.splits)
+        inputs = track_inputs(context, data)
+        with_lce = _tflite.has_larq_layers(model)
+        metrics = runtime_metrics(with_lce) + calibration_metrics(data)
+        for variant in _tflite.TFLITE_VARIANTS:
+            convert = functools.partial(_tflite.convert, model, variant, data)
+            metrics += measure_variant(variant, convert, LITERT, inputs, context)
+        if with_lce:
+            convert = functools.partial(_tflite.convert_lce, model)
+            metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
+        return metrics
+
+
+# --- phone measurements: the output of TFLite's benchmark_model ---------------------------------
+
+# "count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442 [p5=.. median=.. p95=..]",
+# after any log prefix ("INFO: ", "I tflite  : "); values in microseconds, avg may be "2.95034e+06".
+_NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?"
+_STATS_LINE = re.compile(rf"(?:^|[\s:])count=(?P<count>\d+)\s+first=.*\savg=(?P<avg>{_NUMBER})")
+_STAT_FIELD = re.compile(rf"\b(first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})")
+_SUMMARY_LINE = re.compile(
+    rf"Inference timings in us: Init: (?P<init>{_NUMBER}), First inference: (?P<first_inference>{_NUMBER}), "
+    rf"Warmup \(avg\): (?P<warmup_avg>{_NUMBER}), Inference \(avg\): (?P<inference_avg>{_NUMBER})"
+)
+_MEMORY_LINE = re.compile(rf"\(MB\): init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})")
+
+
+def parse_benchmark_model_output(text: str) -> dict[str, float]:
+    """The numbers of one ``benchmark_model`` run.
+
+    Keys: ``count`` and ``first_us``, ``curr_us``, ``min_us``, ``max_us``, ``avg_us``, ``std_us`` (plus
+    ``p5_us``, ``median_us``, ``p95_us`` from newer versions) of the timed runs; ``init_us``,
+    ``first_inference_us``, ``warmup_avg_us``, ``inference_avg_us`` of the summary line; and
+    ``memory_init_mb``, ``memory_overall_mb`` when printed. The tool prints a ``count=`` line for the
+    warm-up runs, then one for the timed runs, then the summary: the timed runs' line is the last
+    ``count=`` line before the summary (op profiling, when enabled, prints more after it).
+    """
+    found: dict[str, float] = {}
+    stats_line = None
+    for line in text.splitlines():
+        summary = _SUMMARY_LINE.search(line)
+        if summary:
+            found.update({f"{key}_us": float(value) for key, value in summary.groupdict().items()})
+            break
+        if _STATS_LINE.search(line):
+            stats_line = line
+    if stats_line is None and "inference_avg_us" not in found:
+        raise ValueError("no benchmark_model timings found: expected 'count=... avg=...' or 'Inference timings in us'")
+    if stats_line is not None:
+        found["count"] = float(_STATS_LINE.search(stats_line).group("count"))
+        found.update({f"{key}_us": float(value) for key, value in _STAT_FIELD.findall(stats_line)})
+    memory = _MEMORY_LINE.search(text)
+    if memory:
+        found.update({f"memory_{key}_mb": float(value) for key, value in memory.groupdict().items()})
+    return found
+
+
+# Parsed key -> (metric name, unit, scale from the parsed unit).
+_DEVICE_METRICS = {
+    "avg_us": ("device_avg_ms", "ms", 1e-3),
+    "std_us": ("device_std_ms", "ms", 1e-3),
+    "min_us": ("device_min_ms", "ms", 1e-3),
+    "max_us": ("device_max_ms", "ms", 1e-3),
+    "median_us": ("device_median_ms", "ms", 1e-3),
+    "p95_us": ("device_p95_ms", "ms", 1e-3),
+    "count": ("device_count", "count", 1),
+    "init_us": ("device_init_ms", "ms", 1e-3),
+    "first_inference_us": ("device_first_ms", "ms", 1e-3),
+    "memory_overall_mb": ("device_memory_mb", "MB", 1),
+}
+
+
+def benchmark_model_metrics(text: str, variant: str) -> list[Metric]:
+    """``device_*`` metrics (scope ``variant``) from a ``benchmark_model`` output.
+
+    ``device_avg_ms`` is the mean of the timed runs; when only the summary line was kept it is the
+    summary's ``Inference (avg)``, the same number.
+    """
+    parsed = parse_benchmark_model_output(text)
+    parsed.setdefault("avg_us", parsed.get("inference_avg_us"))
+    metrics = []
+    for key, (name, unit, scale) in _DEVICE_METRICS.items():
+        if parsed.get(key) is not None:
+            value = int(parsed[key]) if unit == "count" else parsed[key] * scale
+            metrics.append(Metric(name, value, unit, variant))
+    return metrics
