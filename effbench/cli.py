@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--task", help="task whose test split the track needs (accuracy)")
     measure.add_argument("--format", choices=["table", "json"], default="table")
     measure.set_defaults(handler=command_measure)
+
+    device = commands.add_parser(
+        "device-result", help="record benchmark_model timings of a converted model measured on your own device"
+    )
+    device.add_argument("--method", required=True, metavar="M")
+    device.add_argument("--task", required=True, metavar="T")
+    device.add_argument("--seed", type=int, default=0)
+    device.add_argument("--budget", choices=BUDGETS, default="quick")
+    device.add_argument("--division", choices=["closed", "open"], default="closed")
+    device.add_argument("--variant", required=True, help="variant measured: float32, float16, dynamic, int8 or lce")
+    device.add_argument("--device", required=True, help="hardware label, e.g. 'Pixel 7 (Tensor G2)'")
+    device.add_argument("--threads", type=int, required=True, help="--num_threads given to benchmark_model")
+    device.add_argument("--log", type=Path, required=True, help="benchmark_model's output, saved to a file")
+    device.add_argument("--out", type=Path, default=Path("results"))
+    device.set_defaults(handler=command_device_result)
     return parser
 
 
@@ -151,8 +166,25 @@ def command_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_device_result(args: argparse.Namespace) -> int:
+    from effbench.config import TrainingConfig
+    from effbench.device_results import device_record
+    from effbench.method import MethodRef
+    from effbench.records import ResultStore
+
+    store = ResultStore(args.out)
+    training = TrainingConfig(MethodRef.parse(args.method), args.task, args.seed, args.budget)
+    text = args.log.read_text()
+    record = device_record(store, training, args.division, args.variant, args.device, args.threads, text)
+    path = store.save(record)
+    for metric in record.metrics:
+        print(f"{metric.name:<20} {metric.value!s:>12} {metric.unit}")
+    print(f"recorded in {path}")
+    return 0
+
+
 def _json_key(metric: Metric) -> str:
-    return f"layer/{metric.scope}/{metric.name}" if metric.scope else metric.name
+    return f"{metric.scope}/{metric.name}" if metric.scope else metric.name
 
 
 if __name__ == "__main__":

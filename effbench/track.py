@@ -26,7 +26,8 @@ class MetricError(ValueError):
 class Metric:
     """One measured number (or, for outcomes such as a converter error, a string).
 
-    ``scope`` is empty for a whole-model metric and names a layer for per-layer breakdowns.
+    ``scope`` is empty for a whole-model metric; otherwise it names what the value is about: a layer
+    (per-layer complexity), a converted variant (edge), a corruption (robustness).
     """
 
     name: str

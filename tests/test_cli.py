@@ -25,7 +25,7 @@ def test_measure_complexity_of_a_keras_applications_model_as_json(tmp_path, caps
     assert {k: measured[k] for k in ("macs", "flops", "bops", "size_bits")} == {
         m.name: m.value for m in report.metrics() if m.name in ("macs", "flops", "bops", "size_bits") and not m.scope
     }
-    assert measured["layer/Conv1/macs"] == 48 * 48 * 3 * 3 * 3 * 16
+    assert measured["Conv1/macs"] == 48 * 48 * 3 * 3 * 3 * 16
 
 
 def test_measure_needs_an_input_shape_for_models_saved_without_one(tmp_path, capsys):

@@ -2,52 +2,55 @@
 
 Image corruptions follow ``make_cifar_c.py`` of Hendrycks & Dietterich, "Benchmarking Neural Network
 Robustness to Common Corruptions and Perturbations" (ICLR 2019, https://arxiv.org/abs/1903.12261),
-with its CIFAR-10-C parameter c per severity 1..5. Inputs are float32 NHWC in [0, 1] with 1 or 3
+with its CIFAR-10-C parameter c for severities 1..5. Inputs are float32 NHWC in [0, 1] with 1 or 3
 channels; every output is clipped to [0, 1].
 
-================  ==============================  =====================================================
-corruption        c for severity 1, 2, 3, 4, 5    x -> corrupted
-================  ==============================  =====================================================
-gaussian_noise    0.04, 0.06, 0.08, 0.09, 0.10    x + N(0, c^2)
-shot_noise        500, 250, 100, 75, 50           Poisson(c x) / c
-gaussian_blur     0.4, 0.6, 0.7, 0.8, 1.0         Gaussian filter over H and W, sigma c pixels of a 32-px side
-brightness        0.05, 0.1, 0.15, 0.2, 0.3       HSV value V -> min(V + c, 1), hue and saturation kept
-contrast          0.75, 0.5, 0.4, 0.3, 0.15       (x - m) c + m, m the image's per-channel mean
-pixelate          0.95, 0.9, 0.85, 0.75, 0.65     PIL BOX resize to int(c side), then BOX back
-jpeg              80, 65, 58, 50, 40              PIL JPEG encode/decode at quality c ("L" or "RGB")
-================  ==============================  =====================================================
+==============  ============================  ===========================================================
+corruption      c for severity 1, 2, 3, 4, 5  x -> corrupted
+==============  ============================  ===========================================================
+gaussian_noise  0.04, 0.06, 0.08, 0.09, 0.10  x + N(0, c^2)
+shot_noise      500, 250, 100, 75, 50         Poisson(c x) / c
+gaussian_blur   0.4, 0.6, 0.7, 0.8, 1.0       Gaussian filter over H and W, sigma = c side / 32 pixels
+brightness      0.05, 0.1, 0.15, 0.2, 0.3     HSV value V -> min(V + c, 1), hue, saturation kept (grey: x + c)
+contrast        0.75, 0.5, 0.4, 0.3, 0.15     (x - m) c + m, m the image's mean per channel
+pixelate        0.95, 0.9, 0.85, 0.75, 0.65   BOX-average to int(c side) pixels per side, BOX back up
+jpeg            80, 65, 58, 50, 40            PIL JPEG encode and decode at quality c ("L" or "RGB")
+==============  ============================  ===========================================================
 
-Deviations from ``make_cifar_c.py``, all forced by small or float inputs:
+On a 32x32 image these are CIFAR-10-C's corruptions (blur and pixelate tested against scipy and PIL).
+Smaller images (digits 8x8, MNIST 28x28) need two adaptations, both in the geometric corruptions:
 
-* Blur and pixelate describe a loss of resolution of the scene, so they scale with the image: on a
-  32-px side they are exactly CIFAR-10-C's. A smaller image (digits: 8x8, MNIST: 28x28) is first
-  replicated k = ceil(32 / side) times per pixel (nearest neighbour: nothing is invented), corrupted
-  on that k*side grid with sigma = c k side / 32 and int(c k side), then block-averaged back to
-  ``side``. Scaling directly on an 8-px grid fails: sigma 0.1..0.25 px is below the pixel grid
-  (scipy's kernel for sigma 0.1 is one tap, the identity) and int(8 c) = 7, 7, 6, 6, 5 repeats
-  severities. Both are linear along H and W, so each is applied as one side x side matrix per axis.
-* Noise and JPEG act on pixels (sensor and codec), so they take CIFAR-10-C's numbers as they are.
-* Results stay float; CIFAR-10-C rounds every image to uint8, which only JPEG does here.
-* The Gaussian filter uses skimage's defaults that ``make_cifar_c.py`` relies on: edge mode
-  "nearest", truncated at 4 sigma.
+* Blur sigma is in pixels of a 32-px image, so it becomes the same fraction of the side: c side / 32.
+  On 8x8 that is 0.1..0.25 px, below the pixel grid (scipy's sampled kernel for 0.1 is one tap: the
+  identity), so small images are blurred on a finer grid; see :func:`blur_matrix`. Relative to the
+  image the blur is then as strong as on CIFAR, which on 8x8 digits is mild (severity 1 barely
+  changes a pixel).
+* Pixelate's c already is a fraction of the side, but on 8 px int(8 c) = 7, 7, 6, 6, 5 repeats
+  severities; each severity s keeps at most side - s pixels, so 8x8 gets 7, 6, 5, 4, 3. Sides of 14
+  pixels and up are unchanged (28x28: 26, 25, 23, 21, 18; 32x32: 30, 28, 27, 24, 20). On 8 px which
+  columns merge depends on the cell grid: 6 cells merge columns 1-2 and 4-5, 5 cells the borders 0-1
+  and 6-7, so on digits (blank borders) severity 2 can cost more accuracy than severity 3.
 
-Vector inputs (for example MNIST-1D: standardized real-valued signals, no natural range) get only
-additive noise, never clipped, with its standard deviation c s relative to the scalar std s of the
+Noise, brightness, contrast and JPEG act on pixel values and take CIFAR-10-C's numbers as they are.
+Outputs stay float; CIFAR-10-C rounds every image to uint8, which only JPEG does here.
+
+Vector inputs (for example MNIST-1D: standardized real-valued signals, with no natural range) get
+only additive noise, never clipped, whose standard deviation is c s, with s the scalar std of the
 inputs being corrupted (about 1 for standardized data):
 
-================  ==============================  =====================================================
-gaussian_noise    0.16, 0.24, 0.32, 0.36, 0.40    x + N(0, (c s)^2)
-uniform_noise     0.16, 0.24, 0.32, 0.36, 0.40    x + U(-sqrt(3) c s, sqrt(3) c s)
-================  ==============================  =====================================================
+==============  ============================  ===========================================================
+gaussian_noise  0.16, 0.24, 0.32, 0.36, 0.40  x + N(0, (c s)^2)
+uniform_noise   0.16, 0.24, 0.32, 0.36, 0.40  x + U(-sqrt(3) c s, sqrt(3) c s)
+==============  ============================  ===========================================================
 
-c is CIFAR-10-C's Gaussian sigma divided by CIFAR-10's pixel std (about 0.25), so the noise has the
-same size relative to the data as on images. Uniform noise has the same std as the Gaussian at each
-severity but bounded support: the error of rounding to a grid of step 2 sqrt(3) c s, which is how
-a coarse sensor or a quantized input pipeline corrupts a real-valued signal (Poisson shot noise
-needs non-negative intensities, which standardized signals are not).
+c is CIFAR-10-C's Gaussian sigma divided by CIFAR-10's pixel std (about 0.25): the noise is as large
+relative to the data as on images. Uniform noise has the Gaussian's std at each severity but bounded
+support: it is the error of rounding to a grid of step 2 sqrt(3) c s, how a coarse sensor or a
+quantized input pipeline corrupts a real-valued signal. (Shot noise needs non-negative intensities,
+which standardized signals are not.)
 
-Randomness is drawn from a generator seeded by (CORRUPTION_SEED, the corruption's name, severity)
-only, never the run's seed: every method is scored on exactly the same corrupted test set.
+Randomness comes from a generator seeded by (CORRUPTION_SEED, the corruption's name, the severity)
+only, never the run's seed, so every method is scored on exactly the same corrupted test set.
 """
 
 from __future__ import annotations
@@ -131,46 +134,57 @@ def jpeg(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
     return decoded / np.float32(255)
 
 
-# ---- resolution corruptions: linear along H and W, built at CIFAR's scale ------------------
-
-# Builds the m x m matrix of a 1-D corruption on a side of m pixels, given its parameter.
-Resample = Callable[[int, float], np.ndarray]
-
-
-def reference_scale_matrix(side: int, resample: Resample, param: float) -> np.ndarray:
-    """The side x side matrix of ``resample`` applied on a grid of about REFERENCE_SIDE pixels.
-
-    Replicating each pixel k times and block-averaging back are exact inverses on unchanged images,
-    so an image already REFERENCE_SIDE wide or wider (k = 1) gets the corruption itself.
-    """
-    k = max(1, math.ceil(REFERENCE_SIDE / side))
-    replicate = np.repeat(np.eye(side), k, axis=0)  # (k side, side)
-    return replicate.T / k @ resample(k * side, param) @ replicate
+# ---- resolution corruptions: linear along H and W, one side x side matrix per axis ---------
 
 
 def blur_matrix(side: int, sigma: float) -> np.ndarray:
-    return gaussian_filter1d(np.eye(side), sigma * side / REFERENCE_SIDE, axis=0, mode="nearest", truncate=4.0)
+    """Gaussian blur of ``sigma`` pixels of a REFERENCE_SIDE-pixel side, scaled to ``side``.
+
+    Scaled down, sigma falls below a pixel (0.1 px on 8x8, where scipy's sampled kernel is the
+    identity), so the blur runs on a grid k = ceil(REFERENCE_SIDE / side) times finer: each pixel
+    replicated k times, blurred with sigma k side / REFERENCE_SIDE, block-averaged back. For
+    side >= REFERENCE_SIDE, k = 1 and this is the plain filter (edge mode "nearest", 4 sigma, as skimage).
+    """
+    k = max(1, math.ceil(REFERENCE_SIDE / side))
+    replicate = np.repeat(np.eye(side), k, axis=0)  # (k side, side)
+    fine = gaussian_filter1d(np.eye(k * side), sigma * k * side / REFERENCE_SIDE, axis=0, mode="nearest",
+                             truncate=4.0)
+    return replicate.T / k @ fine @ replicate
 
 
-def box_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """PIL's BOX resampling from ``size_in`` to ``size_out`` pixels as a matrix, read off an identity."""
-    identity = Image.fromarray(np.eye(size_in, dtype=np.float32))  # float32 -> mode "F"
-    return np.asarray(identity.resize((size_out, size_in), Image.Resampling.BOX), dtype=np.float64).T
+def pixelate_size(side: int, keep: float) -> int:
+    """CIFAR-10-C's int(keep side), but at least ``severity`` pixels fewer than ``side``.
+
+    Only small sides are affected: int(8 keep) = 7, 7, 6, 6, 5 would give two pairs of severities
+    the same images, so an 8-px side gets 7, 6, 5, 4, 3; sides from 14 to 32 keep CIFAR-10-C's sizes.
+    """
+    severity = 1 + sum(milder > keep for milder in PIXELATE_KEEP)
+    return min(int(side * keep), side - severity)
 
 
 def pixelate_matrix(side: int, keep: float) -> np.ndarray:
-    small = int(side * keep)
-    return box_resize_matrix(small, side) @ box_resize_matrix(side, small)
+    """PIL's BOX resize to n = pixelate_size(side, keep) pixels and back, as the partition it is.
+
+    Pixel j falls in cell floor((j + 1/2) n / side) and takes the mean of its cell. This equals
+    ``make_cifar_c.py``'s two PIL BOX resizes at sides 8, 16, 20, 24, 28 and 32 (tested); at other
+    sides PIL's down and up passes break ties at cell borders differently and stop being a partition.
+    """
+    cell = np.floor((np.arange(side) + 0.5) * pixelate_size(side, keep) / side)
+    same = cell[:, None] == cell[None, :]
+    return same / same.sum(axis=1, keepdims=True)
 
 
 def along_height_and_width(x: np.ndarray, matrix_for: Callable[[int], np.ndarray]) -> np.ndarray:
-    rows, cols = matrix_for(x.shape[1]), matrix_for(x.shape[2])
+    # In the inputs' float32: float64 matrices would double the work on a whole test set.
+    rows, cols = (matrix_for(side).astype(x.dtype) for side in x.shape[1:3])
     return np.einsum("ih,nhwc,jw->nijc", rows, x, cols, optimize=True)
 
 
-def resolution_corruption(resample: Resample) -> Apply:
+def separable(matrix: Callable[[int, float], np.ndarray]) -> Apply:
+    """The corruption that applies ``matrix(side, param)`` along both image axes."""
+
     def apply(x: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
-        return along_height_and_width(x, lambda side: reference_scale_matrix(side, resample, param))
+        return along_height_and_width(x, lambda side: matrix(side, param))
 
     return apply
 
@@ -189,15 +203,16 @@ def relative_uniform_noise(x: np.ndarray, level: float, rng: np.random.Generator
 
 ImageCorruption = partial(Corruption, clip=True)
 CIFAR10C_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
+PIXELATE_KEEP = (0.95, 0.9, 0.85, 0.75, 0.65)
 VECTOR_NOISE = tuple(round(sigma / CIFAR10_PIXEL_STD, 4) for sigma in CIFAR10C_NOISE)
 
 IMAGE_CORRUPTIONS = (
     ImageCorruption("gaussian_noise", CIFAR10C_NOISE, gaussian_noise),
     ImageCorruption("shot_noise", (500, 250, 100, 75, 50), shot_noise),
-    ImageCorruption("gaussian_blur", (0.4, 0.6, 0.7, 0.8, 1.0), resolution_corruption(blur_matrix)),
+    ImageCorruption("gaussian_blur", (0.4, 0.6, 0.7, 0.8, 1.0), separable(blur_matrix)),
     ImageCorruption("brightness", (0.05, 0.1, 0.15, 0.2, 0.3), brightness),
     ImageCorruption("contrast", (0.75, 0.5, 0.4, 0.3, 0.15), contrast),
-    ImageCorruption("pixelate", (0.95, 0.9, 0.85, 0.75, 0.65), resolution_corruption(pixelate_matrix)),
+    ImageCorruption("pixelate", PIXELATE_KEEP, separable(pixelate_matrix)),
     ImageCorruption("jpeg", (80, 65, 58, 50, 40), jpeg),
 )
 VECTOR_CORRUPTIONS = (

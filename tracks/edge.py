@@ -14,9 +14,10 @@ The model is converted into the variants of :mod:`tracks._tflite` (``float32``, 
   ``invoke`` and ``get_tensor`` of the output, on an interpreter whose tensors are already allocated;
   loading the model and allocating are not timed. LiteRT (``ai_edge_litert.interpreter.Interpreter``)
   applies its default XNNPACK delegate; ``lce`` runs on LCE's interpreter, whose ``predict`` does the
-  same copy-in, invoke, copy-out, with XNNPACK for the float ops and LCE's kernels for the binary ones.
-  On x86 LCE's binary kernels are not its optimized ARM ones: ``lce`` latency here says nothing about
-  a phone; :func:`benchmark_model_metrics` takes phone measurements.
+  same copy-in, invoke, copy-out, with LCE's kernels for the binary ops and TFLite's builtin (not
+  XNNPACK) kernels for the float ones, LCE's default. LCE's kernels are optimized for 64-bit ARM; on
+  x86 a binary model runs slower than its float32 variant on XNNPACK, so ``lce`` latency measured
+  here says nothing about a phone: :func:`benchmark_model_metrics` records phone measurements.
 - ``top1`` (ratio, with task data): fraction of the test split whose argmax output is the label.
 - ``agreement`` (ratio, with task data): fraction of the test split where the variant's argmax equals
   the Keras model's argmax (1.0 = conversion changed no decision).
@@ -88,7 +89,7 @@ def runtime_metrics(with_lce: bool) -> list[Metric]:
     ]
     if with_lce:
         version = _tflite.lce_version()
-        lce = f"Larq Compute Engine {version} interpreter (LCE kernels, XNNPACK for float ops, CPU)"
+        lce = f"Larq Compute Engine {version} interpreter (LCE kernels, builtin float kernels, CPU)"
         metrics += [
             Metric("runtime", lce, "text", _tflite.LCE_VARIANT),
             Metric("converter", f"larq_compute_engine {version} convert_keras_model", "text", _tflite.LCE_VARIANT),

@@ -1,0 +1,202 @@
+"""The edge track: TFLite variants convert, are timed and scored; failures are recorded, not raised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from effbench.registry import TRACKS
+from effbench.tasks.base import Splits
+from effbench.tf import keras, tf
+from effbench.track import MeasureContext, Metric
+from tracks import edge
+from tracks._timing import TimingPolicy
+
+# Enough calls to produce every timing metric, few enough to keep the file fast.
+TINY_POLICY = TimingPolicy(warmup=1, min_repeats=3, min_seconds=0.0, max_seconds=0.05)
+INPUT_SHAPE = (8, 8, 1)
+TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+def fake_splits() -> Splits:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((420, *INPUT_SHAPE)).astype(np.float32)
+    y = rng.integers(0, 10, len(x)).astype(np.int32)
+    return Splits(x[:200], y[:200], x[200:220], y[200:220], x[220:], y[220:])
+
+
+def float_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(INPUT_SHAPE)
+    hidden = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(hidden)))
+
+
+def larq_model() -> keras.Model:
+    import larq
+
+    keras.utils.set_random_seed(0)
+    # pad_values=1.0 (one-padding): with larq's default zero padding and padding="same", LCE 0.16's model
+    # did not reproduce Keras's outputs (agreement 0.83 on random inputs); with one-padding it is exact.
+    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
+    inputs = keras.Input(INPUT_SHAPE)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, use_bias=False)(inputs))
+    x = larq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, **binary)(x)
+    x = keras.layers.Flatten()(keras.layers.BatchNormalization()(x))
+    return keras.Model(inputs, larq.layers.QuantDense(10, use_bias=False, **binary)(x))
+
+
+def string_model() -> keras.Model:
+    """Float -> string -> float: TFLite has no builtin string ops, so conversion needs SELECT_TF_OPS."""
+    inputs = keras.Input((4,))
+    round_trip = keras.layers.Lambda(lambda t: tf.strings.to_number(tf.strings.as_string(t)))(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(round_trip))
+
+
+def measure(model: keras.Model, splits: Splits | None, files_dir=None) -> dict[tuple[str, str], object]:
+    """(scope, metric) -> value of one run of the edge track under the tiny timing policy."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(edge, "TIMING_POLICY", TINY_POLICY)
+        metrics = edge.EdgeTrack().measure(MeasureContext(model=model, splits=splits, files_dir=files_dir))
+    assert all(isinstance(m, Metric) for m in metrics)
+    return {(m.scope, m.name): m.value for m in metrics}
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory):
+    files = tmp_path_factory.mktemp("edge-files")
+    model, splits = float_model(), fake_splits()
+    keras_top1 = float(np.mean(model.predict(splits.x_test, verbose=0).argmax(axis=1) == splits.y_test))
+    return measure(model, splits, files), files, keras_top1
+
+
+@pytest.fixture(scope="module")
+def larq_run(tmp_path_factory):
+    files = tmp_path_factory.mktemp("edge-larq")
+    return measure(larq_model(), fake_splits(), files), files
+
+
+def test_edge_is_registered_and_needs_no_task():
+    assert not TRACKS.get("edge").spec.needs_task_data
+
+
+def test_every_tflite_variant_converts_is_timed_and_saved(float_run):
+    values, files, _ = float_run
+    for variant in TFLITE_VARIANTS:
+        assert values[(variant, "converted")] == 1
+        size = values[(variant, "size_bytes")]
+        assert size == (files / f"{variant}.tflite").stat().st_size
+        for threads in (1, 2):
+            assert values[(variant, f"litert_t{threads}_median_ms")] > 0
+            assert values[(variant, f"litert_t{threads}_repeats")] >= TINY_POLICY.min_repeats
+    assert sorted(p.name for p in files.iterdir()) == sorted(f"{v}.tflite" for v in TFLITE_VARIANTS)
+    assert ("lce", "converted") not in values
+
+
+def test_quantized_variants_are_smaller(float_run):
+    values, _, _ = float_run
+    size = {variant: values[(variant, "size_bytes")] for variant in TFLITE_VARIANTS}
+    assert size["float32"] > size["float16"] > size["int8"]
+    assert size["float16"] > size["dynamic"]
+
+
+def test_accuracy_after_conversion(float_run):
+    values, _, keras_top1 = float_run
+    assert values[("float32", "agreement")] == 1.0
+    assert values[("float32", "top1")] == pytest.approx(keras_top1)
+    for variant in TFLITE_VARIANTS:
+        assert 0.9 <= values[(variant, "agreement")] <= 1.0
+        assert 0.0 <= values[(variant, "top1")] <= 1.0
+
+
+def test_records_name_the_runtime_and_the_calibration(float_run):
+    values, _, _ = float_run
+    assert values[("", "runtime")].startswith("LiteRT ") and "XNNPACK" in values[("", "runtime")]
+    assert values[("", "converter")].startswith(f"TensorFlow {tf.__version__}")
+    assert "training split" in values[("int8", "calibration")]
+    assert values[("int8", "calibration_samples")] == 128
+
+
+def test_larq_model_also_converts_with_lce_and_agrees_with_keras(larq_run):
+    values, files = larq_run
+    assert values[("lce", "converted")] == 1
+    assert (files / "lce.tflite").stat().st_size == values[("lce", "size_bytes")]
+    assert values[("lce", "agreement")] == 1.0
+    assert values[("lce", "lce_t1_median_ms")] > 0 and values[("lce", "lce_t2_median_ms")] > 0
+    assert values[("lce", "runtime")].startswith("Larq Compute Engine ")
+    assert values[("float32", "agreement")] == 1.0
+
+
+def test_a_model_the_converter_rejects_is_recorded_not_raised():
+    values = measure(string_model(), None)
+    for variant in TFLITE_VARIANTS:
+        assert values[(variant, "converted")] == 0
+        error = values[(variant, "converter_error")]
+        assert "ERROR_NEEDS_FLEX_OPS" in error and "AsString" in error and len(error) <= 500
+        assert (variant, "size_bytes") not in values
+
+
+def test_bare_model_is_calibrated_on_noise_and_not_scored():
+    values = measure(float_model(), None)
+    assert all(values[(variant, "converted")] == 1 for variant in TFLITE_VARIANTS)
+    assert "noise" in values[("int8", "calibration")]
+    assert not any(name in ("top1", "agreement") for _, name in values)
+
+
+# Made-up numbers in the layout benchmark_model prints (adb shell output, then an Android logcat line).
+BENCHMARK_OUTPUT = """\
+INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Num threads: [4]
+INFO: Graph: [/data/local/tmp/int8.tflite]
+INFO: Use xnnpack: [1]
+INFO: Loaded model /data/local/tmp/int8.tflite
+INFO: The input model file size (MB): 0.305192
+INFO: Initialized session in 12.5ms.
+INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=412 first=2931 curr=1187 min=1104 max=2931 avg=1212.4 std=143 p5=1120 median=1190 p95=1402
+
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=850 first=1178 curr=1166 min=1098 max=1861 avg=1.17432e+03 std=57 p5=1112 median=1160 p95=1270
+
+INFO: Inference timings in us: Init: 12500, First inference: 2931, Warmup (avg): 1212.4, Inference (avg): 1174.32
+INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE.
+INFO: Memory footprint delta from the start of the tool (MB): init=3.25 overall=7.5
+INFO: Timings (microseconds): count=850 first=1000 curr=1000 min=1000 max=1000 avg=1000 std=0
+"""
+
+
+def test_benchmark_model_output_is_parsed_from_the_timed_runs():
+    parsed = edge.parse_benchmark_model_output(BENCHMARK_OUTPUT)
+    assert parsed["count"] == 850 and parsed["avg_us"] == pytest.approx(1174.32)
+    assert parsed["min_us"] == 1098 and parsed["max_us"] == 1861 and parsed["std_us"] == 57
+    assert parsed["median_us"] == 1160
+    assert parsed["init_us"] == 12500 and parsed["inference_avg_us"] == pytest.approx(1174.32)
+    assert parsed["memory_overall_mb"] == 7.5
+
+
+def test_benchmark_model_metrics_in_ms_scoped_by_variant():
+    metrics = {m.name: m for m in edge.benchmark_model_metrics(BENCHMARK_OUTPUT, "int8")}
+    assert metrics["device_avg_ms"].value == pytest.approx(1.17432)
+    assert metrics["device_std_ms"].value == pytest.approx(0.057)
+    assert metrics["device_min_ms"].value == pytest.approx(1.098)
+    assert metrics["device_max_ms"].value == pytest.approx(1.861)
+    assert metrics["device_count"].value == 850 and metrics["device_count"].unit == "count"
+    assert {m.scope for m in metrics.values()} == {"int8"}
+
+
+def test_logcat_lines_without_percentiles_are_parsed():
+    logcat = (
+        "03-12 10:15:02.118  4242  4242 I tflite  : count=50 first=249042 curr=250889 min=247067 "
+        "max=254474 avg=249684 std=1442\n"
+        "03-12 10:15:02.118  4242  4242 I tflite  : Inference timings in us: Init: 16242, "
+        "First inference: 360262, Warmup (avg): 304586, Inference (avg): 249684\n"
+    )
+    metrics = {m.name: m.value for m in edge.benchmark_model_metrics(logcat, "float32")}
+    assert metrics["device_avg_ms"] == pytest.approx(249.684) and metrics["device_count"] == 50
+    assert "device_median_ms" not in metrics
+
+
+def test_text_without_timings_is_an_error():
+    with pytest.raises(ValueError, match="benchmark_model"):
+        edge.parse_benchmark_model_output("Segmentation fault")

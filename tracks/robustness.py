@@ -1,0 +1,86 @@
+"""The robustness track: top-1 on the task's test split under common corruptions, severities 1..5.
+
+The corruptions (``tracks/_corruptions.py``) are CIFAR-10-C's for images (Hendrycks & Dietterich,
+ICLR 2019, https://arxiv.org/abs/1903.12261) and additive noise for vector inputs. For a clean test
+set (x_i, y_i) and corruption c at severity s, with acc(X) the top-1 of the model on X:
+
+- ``clean_top1``           = acc(x)
+- ``top1``, scope ``c/s<s>`` = acc(c_s(x))
+- ``corruption_top1``, scope ``c`` = mean_s acc(c_s(x))
+- ``mean_corruption_top1`` = mean over all corruptions and severities (the mean corruption accuracy)
+- ``relative_drop``        = (clean_top1 - mean_corruption_top1) / clean_top1 (0 when clean_top1 is 0)
+
+The corrupted images depend only on the test split, the corruption, the severity and a fixed seed, so
+every method and every run seed is scored on the same corrupted test sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from effbench.registry import register_track
+from effbench.tf import keras, tf
+from effbench.track import MeasureContext, Metric, Track
+from tracks._corruptions import SEVERITIES, corruptions_for
+
+EVAL_BATCH = 256
+
+
+def classifier(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """Predicted classes, in batches through one traced graph.
+
+    The track classifies 1 + 5 x corruptions test sets; ``model.predict`` would build a new input
+    pipeline for each, while this graph is traced once and only returns class indices.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+    def predict(batch: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(model(batch, training=False), axis=-1)
+
+    def classify(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([predict(x[i:i + EVAL_BATCH]).numpy() for i in range(0, len(x), EVAL_BATCH)])
+
+    return classify
+
+
+def robustness_metrics(clean: float, corrupted: Mapping[str, Sequence[float]]) -> list[Metric]:
+    """Metrics from the clean top-1 and, per corruption, its top-1 at severities 1..5."""
+    means = {name: float(np.mean(per_severity)) for name, per_severity in corrupted.items()}
+    overall = float(np.mean(list(means.values())))  # every corruption has all five severities
+    drop = (clean - overall) / clean if clean > 0 else 0.0
+    metrics = [
+        Metric("clean_top1", clean, "ratio"),
+        Metric("mean_corruption_top1", overall, "ratio"),
+        Metric("relative_drop", drop, "ratio"),
+    ]
+    for name, per_severity in corrupted.items():
+        metrics.append(Metric("corruption_top1", means[name], "ratio", scope=name))
+        metrics += [
+            Metric("top1", top1, "ratio", scope=f"{name}/s{severity}")
+            for severity, top1 in zip(SEVERITIES, per_severity, strict=True)
+        ]
+    return metrics
+
+
+@register_track(
+    "robustness",
+    summary="top-1 under CIFAR-10-C corruptions (images) or additive noise (vectors), severities 1-5",
+    needs_task_data=True,
+)
+class RobustnessTrack(Track):
+    def measure(self, context: MeasureContext) -> list[Metric]:
+        if context.splits is None or context.task is None:
+            raise ValueError("the robustness track needs a task (its test split): pass --task")
+        x, labels = context.splits.x_test, context.splits.y_test.astype(int)
+        classify = classifier(context.model, x.shape[1:])
+
+        def top1(inputs: np.ndarray) -> float:
+            return float(np.mean(classify(inputs) == labels))
+
+        corrupted = {
+            corruption.name: [top1(corruption(x, severity)) for severity in SEVERITIES]
+            for corruption in corruptions_for(context.task.spec.modality)
+        }
+        return robustness_metrics(top1(x), corrupted)
