@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     table.add_argument("--suite", help="only methods of this suite")
     table.add_argument("--task", help="only this task")
+    table.add_argument("--track", help="only this track, with its scoped metrics as <scope>/<metric> columns")
     table.set_defaults(handler=command_table)
 
     measure = commands.add_parser("measure", help="run one track on a saved Keras model")
@@ -140,7 +141,11 @@ def command_table(args: argparse.Namespace) -> int:
     if tidy.empty:
         print(f"no records in {', '.join(map(str, args.out))}", file=sys.stderr)
         return 1
-    print(format_table(results_table(tidy), args.format))
+    table = results_table(tidy, args.track)
+    if table.empty:
+        print(f"no numeric metrics for track '{args.track}' in {', '.join(map(str, args.out))}", file=sys.stderr)
+        return 1
+    print(format_table(table, args.format))
     return 0
 
 

@@ -25,14 +25,20 @@ def load_results(*roots: Path | str) -> pd.DataFrame:
     return records_frame(record for root in roots for record in ResultStore(root).records())
 
 
-def results_table(tidy: pd.DataFrame) -> pd.DataFrame:
+def results_table(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
     """One row per (method, variant, task, budget, division), one column per whole-model metric.
 
-    Numeric metrics are averaged over seeds; ``seeds`` counts them. Per-layer metrics and string
-    outcomes are left out.
+    Numeric metrics are averaged over seeds; ``seeds`` counts them. String outcomes are left out, and
+    so are scoped metrics (per layer, per variant, per corruption), unless ``track`` is given: then only
+    that track's metrics are kept and its scoped ones become ``<scope>/<metric>`` columns.
     """
     if tidy.empty:
         return pd.DataFrame(columns=[*RUN_KEYS, "seeds"])
+    if track is not None:
+        tidy = tidy[tidy["track"] == track].copy()
+        scoped = tidy["scope"] != ""
+        tidy.loc[scoped, "metric"] = tidy.loc[scoped, "scope"] + "/" + tidy.loc[scoped, "metric"]
+        tidy["scope"] = ""
     whole_model = tidy[(tidy["scope"] == "")].copy()
     whole_model["value"] = pd.to_numeric(whole_model["value"], errors="coerce")
     whole_model = whole_model.dropna(subset=["value"])

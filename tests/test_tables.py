@@ -41,3 +41,15 @@ def test_csv_keeps_full_precision_and_markdown_is_a_table():
     table = results_table(records_frame([record(0, 0.123456789)]))
     assert "0.123456789" in format_table(table, "csv")
     assert format_table(table, "markdown").splitlines()[1].startswith("|:")
+
+
+def test_track_view_turns_scoped_metrics_into_columns():
+    r = record(0, 0.5)
+    r.track = "edge"
+    r.metrics = [Metric("size_bytes", 1000, "byte", "int8"), Metric("size_bytes", 4000, "byte", "float32"),
+                 Metric("converter_error", "boom", "text", "lce")]  # fmt: skip
+    other = record(0, 0.9)
+    table = results_table(records_frame([r, other]), track="edge")
+    assert list(table.columns) == ["method", "variant", "task", "budget", "division", "float32/size_bytes",
+                                   "int8/size_bytes", "seeds"]  # fmt: skip
+    assert table.loc[0, "int8/size_bytes"] == 1000
