@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,11 @@ from pathlib import Path
 from effbench.recipe import BUDGETS
 from effbench.registry import METHODS, TASKS, TRACKS, MethodSpec, RegistryError, TaskSpec, TrackSpec
 from effbench.track import Metric
+
+
+# Modules that add a subcommand of their own: each has ``add_command(subparsers)``, which adds a parser
+# whose ``handler`` default takes the parsed arguments and returns the exit status.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--log", type=Path, required=True, help="benchmark_model's output, saved to a file")
     device.add_argument("--out", type=Path, default=Path("results"))
     device.set_defaults(handler=command_device_result)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_command(commands)
     return parser
 
 

@@ -10,7 +10,11 @@ one row per metric carrying every field, which is what the leaderboard loads. Sc
      "versions": {"python", "effbench", "tensorflow", "tf_keras", "tfmot", "larq", ...},
      "git_commit": str, "timestamp": ISO-8601 UTC, "curves": {name: [float, ...]},
      "metrics": [{"metric": str, "value": number|str, "unit": str, "scope": str}, ...],
-     "files": {name: {"path": relative to the result folder, "bytes": int, "sha256": str}}}
+     "files": {name: {"path": relative to the result folder, "bytes": int, "sha256": str}},
+     "source": "measured" | "paper: <citation>", "content_hash": str}
+
+``content_hash`` covers every other field; a record whose content no longer matches it was edited by
+hand and is refused when read.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effbench.config import stable_hash
 from effbench.track import Metric, MetricError
 
 SCHEMA = "effbench.record/1"
@@ -55,13 +60,20 @@ class Record:
     metrics: list[Metric]
     curves: dict[str, list[float]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "measured" for numbers EffBench measured; "paper: <citation>" for values a paper reports, shown
+    # beside ours and marked.
+    source: str = "measured"
 
-    def to_json(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
         body = asdict(self)
         body["metrics"] = [
             {"metric": m.name, "value": m.value, "unit": m.unit, "scope": m.scope} for m in self.metrics
         ]
         return {"schema": SCHEMA, **body}
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.body()
+        return {**body, "content_hash": content_hash(body)}
 
     @classmethod
     def from_json(cls, data: Any, source: str) -> "Record":
@@ -81,7 +93,20 @@ class Record:
         values["metrics"] = [_metric_from_json(item, source, i) for i, item in enumerate(data["metrics"])]
         values["curves"] = data.get("curves", {})
         values["files"] = data.get("files", {})
-        return cls(**values)
+        values["source"] = data.get("source", "measured")
+        record = cls(**values)
+        stored = data.get("content_hash")
+        if stored is not None and stored != content_hash(record.body()):
+            raise RecordError(
+                f"{source}: its content does not match its content_hash: the file was edited by hand "
+                "after EffBench wrote it; re-run the measurement instead of editing records"
+            )
+        return record
+
+
+def content_hash(body: dict[str, Any]) -> str:
+    """Hash of everything in a record; written with it, so a later hand edit is detected on reading."""
+    return stable_hash({key: value for key, value in body.items() if key != "content_hash"})
 
 
 RECORD_FIELDS: dict[str, type] = {
@@ -107,7 +132,7 @@ def tidy_rows(record: Record) -> Iterator[dict[str, Any]]:
     shared = {
         name: getattr(record, name)
         for name in ("run_id", "config_hash", "training_hash", "method", "variant", "suite", "task",
-                     "track", "seed", "budget", "division", "git_commit", "timestamp")
+                     "track", "seed", "budget", "division", "git_commit", "timestamp", "source")
     }  # fmt: skip
     shared.update({f"hw_{key}": value for key, value in record.hardware.items()})
     shared.update({f"v_{key}": value for key, value in record.versions.items()})

@@ -120,3 +120,17 @@ def test_failed_write_removes_its_temporary_file_and_keeps_the_old_record(tmp_pa
         write_json_atomically(target, {"version": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
     assert json.loads(target.read_text()) == {"version": 1}
+
+
+def test_a_record_edited_by_hand_is_refused(tmp_path):
+    path = ResultStore(tmp_path).save(make_record())
+    path.write_text(path.read_text().replace('"value": 0.5', '"value": 0.9'))
+    with pytest.raises(RecordError, match="edited by hand"):
+        read_record(path)
+
+
+def test_paper_reference_records_are_marked_by_their_source(tmp_path):
+    record = make_record()
+    record.source = "paper: He et al. 2016, Table 6"
+    path = ResultStore(tmp_path).save(record)
+    assert read_record(path).source.startswith("paper:")
