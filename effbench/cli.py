@@ -13,7 +13,6 @@ from effbench.recipe import BUDGETS
 from effbench.registry import METHODS, TASKS, TRACKS, MethodSpec, RegistryError, TaskSpec, TrackSpec
 from effbench.track import Metric
 
-
 # Modules that add a subcommand of their own: each has ``add_command(subparsers)``, which adds a parser
 # whose ``handler`` default takes the parsed arguments and returns the exit status.
 COMMAND_MODULES: tuple[str, ...] = ()

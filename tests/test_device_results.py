@@ -19,7 +19,8 @@ def edge_run(tmp_path, toy_methods, monkeypatch):
     import tracks.edge
     from tracks._timing import TimingPolicy
 
-    monkeypatch.setattr(tracks.edge, "TIMING_POLICY", TimingPolicy(warmup=1, min_repeats=2, min_seconds=0, max_seconds=1))
+    quick = TimingPolicy(warmup=1, min_repeats=2, min_seconds=0, max_seconds=1)
+    monkeypatch.setattr(tracks.edge, "TIMING_POLICY", quick)
     assert main(["run", "--method", "toy-dense", "--task", "digits", "--track", "edge", "--budget", "smoke",
                  "--out", str(tmp_path)]) == 0  # fmt: skip
     log = tmp_path / "int8-t1.txt"
