@@ -9,22 +9,15 @@ track and the division: runs that share it share one trained model.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from effbench.hashing import stable_hash
 from effbench.method import MethodRef
 from effbench.registry import TASKS
 
 CONFIG_SCHEMA = 1
 DIVISIONS = ("closed", "open")
-
-
-def stable_hash(payload: dict[str, Any]) -> str:
-    """16 hex digits of SHA-256 over canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

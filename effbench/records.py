@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effbench.config import stable_hash
+from effbench.hashing import stable_hash
 from effbench.track import Metric, MetricError
 
 SCHEMA = "effbench.record/1"

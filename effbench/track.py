@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from effbench.registry import TrackSpec
-from effbench.tf import keras
 
 if TYPE_CHECKING:
     from effbench.method import Artifact
     from effbench.recipe import Recipe
     from effbench.tasks.base import Splits, Task
+    from effbench.tf import keras
 
 
 class MetricError(ValueError):
