@@ -15,7 +15,9 @@ from effbench.track import Metric
 
 # Modules that add a subcommand of their own: each has ``add_command(subparsers)``, which adds a parser
 # whose ``handler`` default takes the parsed arguments and returns the exit status.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "effbench.submission", "effbench.reproduce", "leaderboard.command", "effbench.merge",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--division", choices=["closed", "open"], default="closed")
     run.add_argument("--out", type=Path, default=Path("results"))
     run.add_argument("--force", action="store_true", help="re-run runs that already have records")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="compute jobs in this process, or as Ray tasks (on a local Ray instance without --address)")
+    run.add_argument("--address", help="Ray cluster to join with --executor ray: HEAD:6379, or 'auto'")
+    run.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
+                     help="GPUs each job asks Ray for (default 0: Ray hides GPUs from the job)")
+    run.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     run.set_defaults(handler=command_run)
 
     table = commands.add_parser("table", help="the results table, one row per (method, task)")
@@ -125,7 +133,7 @@ def command_run(args: argparse.Namespace) -> int:
     jobs = make_plan(methods, args.task, args.seed, args.track, args.budget, store, args.division, args.force)
     planned = sum(len(job.tracks) for job in jobs)
     print(f"{planned} runs to do in {len(jobs)} trainings; results in {args.out}")
-    results = execute_plan(jobs, store, force=args.force)
+    results = execute_plan(jobs, store, _executor(args), force=args.force, progress=not args.quiet)
     records = [record for result in results for record in result.records]
     failures = [failure for result in results for failure in result.failures]
     if records:
@@ -136,6 +144,17 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  - {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _executor(args: argparse.Namespace):
+    """The executor ``--executor`` names; None for the local one."""
+    if args.executor == "local":
+        if args.address or args.gpus_per_run:
+            raise ValueError("--address and --gpus-per-run need --executor ray")
+        return None
+    from effbench.executors import RayExecutor
+
+    return RayExecutor(args.address, args.gpus_per_run)
 
 
 def command_table(args: argparse.Namespace) -> int:

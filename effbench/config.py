@@ -32,7 +32,8 @@ class TrainingConfig:
         return {
             "schema": CONFIG_SCHEMA,
             "method": self.method.slug,
-            "options": dict(self.method.options),
+            # Every option, defaults included: changing a method's default changes what it measures.
+            "options": self.method.create().options,
             "task": self.task,
             "seed": self.seed,
             "budget": self.budget,

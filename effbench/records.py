@@ -19,11 +19,13 @@ hand and is refused when read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,22 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def describe_files(files: Mapping[str, bytes], final: Path, root: Path) -> dict[str, dict[str, Any]]:
+    """A record's ``files``: name -> path, size and SHA-256.
+
+    The path is where the file will be (in the run's files folder ``final``), relative to the result
+    folder ``root``.
+    """
+    return {
+        name: {
+            "path": (final / name).relative_to(root).as_posix(),
+            "bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+        }
+        for name, content in files.items()
+    }
+
+
 def read_record(path: Path) -> Record:
     try:
         data = json.loads(path.read_text(), parse_constant=_reject_constant)
@@ -221,6 +239,31 @@ class ResultStore:
         write_json_atomically(path, record.to_json())
         self._index()[record.config_hash] = path
         return path
+
+    def save_with_files(self, record: Record, files: Mapping[str, bytes]) -> Path:
+        """Write the files a run keeps (name -> content) into its files folder, then its record.
+
+        The files go to a staging folder that is renamed into place, and the record is written only
+        after them: a failure at any point leaves no record, so the run counts as not done.
+        """
+        _check_finite(record)
+        if files:
+            final = self.files_dir(record.task, record.method, record.config_hash)
+            staging = final.with_name(f"{TEMP_PREFIX}{record.config_hash}")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                for name, content in files.items():
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    (staging / name).write_bytes(content)
+                shutil.rmtree(final, ignore_errors=True)
+                staging.rename(final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return self.save(record)
+
+    def record_paths(self) -> dict[str, Path]:
+        """Config hash -> record file, for every record in the folder."""
+        return dict(self._index())
 
     def records(self) -> list[Record]:
         return [read_record(path) for path in self._index().values()]

@@ -2,20 +2,28 @@
 
 The plan groups runs by training config (one :class:`Job` trains once and measures each of its tracks),
 leaves out runs whose config hash already has a record (unless forced), and puts the FP32 twin of a
-compressed method before the method, since the method's accuracy record reports the ratio to it. An
-executor runs the jobs; the local one runs them in this process, one after another.
+compressed method before the method, since the method's accuracy record reports the ratio to it.
+
+Executing a job has two steps. *Computing* it (:func:`compute_job`, in whatever process or machine the
+executor picks) trains or reloads the model and measures its tracks into records, holding the files each
+run keeps in memory; it writes nothing but the trained-model cache. *Saving* it (:func:`save_job`, always
+in the driver, the process that made the plan) writes each run's files and then its record atomically.
+So a lost worker loses no record, and a re-run resumes exactly where the last one stopped. The driver
+dispatches a compressed method's job only once its twin's job is saved, and hands it the twin's accuracy
+metrics, so a worker never reads the result folder. :class:`LocalExecutor` computes jobs in this process,
+one after another; :mod:`effbench.executors` has the Ray one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import shutil
+import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -23,13 +31,16 @@ from typing import Protocol
 from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import Artifact, Method, MethodRef
+from effbench.progress import ProgressLine
 from effbench.recipe import Recipe
-from effbench.records import Record, ResultStore, write_json_atomically
+from effbench.records import Record, ResultStore, describe_files, write_json_atomically
 from effbench.registry import METHODS, TASKS, TRACKS
 from effbench.tasks.base import Task
 from effbench.tf import keras
 from effbench.track import MeasureContext
 from effbench.training import TrainContext, reset_peak_memory, training_stats
+
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -51,9 +62,42 @@ class Job:
 
 @dataclass
 class JobResult:
+    """A job's saved records, and a message for each run that failed."""
+
     job: Job
     records: list[Record] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobWork:
+    """A job ready to compute, with everything it needs from the driver."""
+
+    job: Job
+    # The FP32 twin's whole-model accuracy metrics; None without a twin, or when the twin has no record.
+    reference: dict[str, float] | None
+    # The result folder; its artifacts/ caches trained models for every worker that can reach it.
+    root: Path
+    reuse_models: bool = True
+
+
+@dataclass
+class RunOutput:
+    """A run's record and the files it keeps (name -> content), not yet written anywhere."""
+
+    record: Record
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class ComputedJob:
+    """What computing a job produced, for the driver to save."""
+
+    job: Job
+    outputs: list[RunOutput] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    # Log lines of a job computed where the driver's log cannot reach (a Ray worker), shown on its return.
+    messages: list[str] = field(default_factory=list)
 
 
 def twin_of(method: MethodRef, task: str) -> MethodRef | None:
@@ -94,41 +138,86 @@ def make_plan(
 
 
 class Executor(Protocol):
-    """Runs jobs and yields their results as they finish (in any order)."""
+    """Computes jobs, in this process or elsewhere; the driver saves what they return."""
 
-    def execute(self, jobs: Sequence[Job], run_job: Callable[[Job], JobResult]) -> Iterator[JobResult]: ...
+    def start(self) -> int:
+        """Get ready; return how many jobs it computes at once (the driver keeps that many in flight)."""
+
+    def submit(self, work: JobWork, log: Log) -> None:
+        """Take a job to compute; ``log`` shows its log lines as they come, where the job runs here."""
+
+    def wait(self) -> ComputedJob:
+        """Block until a submitted job is computed and return it."""
+
+    def stop(self) -> None:
+        """Release what ``start`` took."""
 
 
 class LocalExecutor:
-    def execute(self, jobs: Sequence[Job], run_job: Callable[[Job], JobResult]) -> Iterator[JobResult]:
-        for job in jobs:
-            yield run_job(job)
+    """Computes one job at a time in this process."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[JobWork, Log]] = deque()
+
+    def start(self) -> int:
+        return 1
+
+    def submit(self, work: JobWork, log: Log) -> None:
+        self._queue.append((work, log))
+
+    def wait(self) -> ComputedJob:
+        work, log = self._queue.popleft()
+        return compute_job(work, log)
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+
+def compute_job(work: JobWork, log: Log) -> ComputedJob:
+    """Compute a job wherever this runs; trained models are cached only where the result folder exists.
+
+    On a worker of another machine the folder is absent (unless it is on a shared filesystem), so the
+    model is trained there and not cached.
+    """
+    store = ResultStore(work.root)
+    runner = JobRunner(store, log, work.reuse_models, cache_models=store.root.is_dir())
+    return runner.compute(work.job, work.reference)
 
 
 class JobRunner:
-    """Trains (or reloads) a job's model and measures each of its tracks into records."""
+    """Trains (or reloads) a job's model and measures each of its tracks into records.
 
-    def __init__(self, store: ResultStore, log: Callable[[str], None] = print, reuse_models: bool = True):
+    :meth:`compute` writes nothing but the trained-model cache under ``store.artifact_dir`` (and that
+    only with ``cache_models``); calling the runner computes a job and saves it, in this process.
+    """
+
+    def __init__(self, store: ResultStore, log: Log = print, reuse_models: bool = True, cache_models: bool = True):
         self.store = store
         self.log = log
         self.reuse_models = reuse_models
+        self.cache_models = cache_models
 
     def __call__(self, job: Job) -> JobResult:
-        result = JobResult(job)
+        return save_job(self.store, self.compute(job, twin_reference(self.store, job)), self.log)
+
+    def compute(self, job: Job, reference: dict[str, float] | None) -> ComputedJob:
+        """Train or reload, then measure every track; ``reference`` is the twin's accuracy (see JobWork)."""
+        computed = ComputedJob(job)
         try:
             task = TASKS.get(job.training.task).factory()
             method = job.training.method.create()
             context = self._train_context(task, job.training)
             artifact = self._artifact(method, context, job.training)
         except Exception as error:  # noqa: BLE001 - a failed run is reported, the others go on
-            result.failures.append(self._failure(job, "training", error))
-            return result
+            computed.failures.append(self._failure(job, "training", error))
+            return computed
         for run in job.runs():
             try:
-                result.records.append(self._measure(run, method, task, context, artifact, job))
+                twin = self._twin_accuracy(job, reference) if run.track == "accuracy" else None
+                computed.outputs.append(self._measure(run, method, task, context, artifact, twin))
             except Exception as error:  # noqa: BLE001
-                result.failures.append(self._failure(job, run.track, error))
-        return result
+                computed.failures.append(self._failure(job, run.track, error))
+        return computed
 
     def _train_context(self, task: Task, training: TrainingConfig) -> TrainContext:
         recipe = task.recipe(training.budget)
@@ -138,67 +227,95 @@ class JobRunner:
     def _artifact(self, method: Method, context: TrainContext, training: TrainingConfig) -> Artifact:
         cached = self.store.artifact_dir(training.hash)
         model_path, history_path = cached / "model.keras", cached / "history.json"
-        if self.reuse_models and model_path.exists() and history_path.exists():
+        if self.cache_models and self.reuse_models and model_path.exists() and history_path.exists():
             saved = json.loads(history_path.read_text())
             model = keras.models.load_model(model_path, compile=False)
             return Artifact(model, saved["history"], saved["train_seconds"], train_stats=saved.get("train_stats", {}))
         self.log(f"training {training.method} on {training.task} (seed {training.seed}, {training.budget})")
         artifact = train(method, context)
-        cached.mkdir(parents=True, exist_ok=True)
-        temp_model = cached / ".tmp-model.keras"
-        artifact.model.save(temp_model)
-        temp_model.replace(model_path)
-        write_json_atomically(
-            history_path,
-            {"history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats},
-        )
+        if self.cache_models:
+            cache_artifact(artifact, model_path, history_path)
         return artifact
 
     def _measure(
-        self, run: RunConfig, method: Method, task: Task, context: TrainContext, artifact: Artifact, job: Job
-    ) -> Record:
+        self, run: RunConfig, method: Method, task: Task, context: TrainContext, artifact: Artifact,
+        reference: dict[str, float] | None,
+    ) -> RunOutput:  # fmt: skip
         track = TRACKS.get(run.track).factory()
-        reference = self._twin_accuracy(job) if run.track == "accuracy" else None
-        final_files = self.store.files_dir(run.training.task, run.training.method.slug, run.hash)
-        staging = final_files.with_name(f".tmp-{run.hash}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        measure_context = MeasureContext(
-            model=artifact.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
-            recipe=context.recipe, reference=reference, files_dir=staging,
-            retrain=lambda recipe: retrain(method, context, recipe),
-        )  # fmt: skip
         started = time.perf_counter()
-        try:
+        # Tracks write the files they keep into a scratch folder; their bytes travel with the record.
+        with tempfile.TemporaryDirectory(prefix="effbench-files-") as scratch:
+            measure_context = MeasureContext(
+                model=artifact.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
+                recipe=context.recipe, reference=reference, files_dir=Path(scratch),
+                retrain=lambda recipe: retrain(method, context, recipe),
+            )  # fmt: skip
             metrics = track.measure(measure_context)
-            self.log(f"  {run.track}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
-            record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
-            record.files = describe_files(staging, final_files, self.store.root)
-            if record.files:
-                shutil.rmtree(final_files, ignore_errors=True)
-                staging.rename(final_files)
-            self.store.save(record)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return record
+            files = read_files(Path(scratch))
+        self.log(f"  {run.track}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
+        record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
+        final = self.store.files_dir(run.training.task, run.training.method.slug, run.hash)
+        record.files = describe_files(files, final, self.store.root)
+        return RunOutput(record, files)
 
-    def _twin_accuracy(self, job: Job) -> dict[str, float] | None:
-        if job.twin is None:
-            return None
-        twin_record = self.store.find(RunConfig(job.twin, "accuracy", job.division).hash)
-        if twin_record is None:
+    @staticmethod
+    def _twin_accuracy(job: Job, reference: dict[str, float] | None) -> dict[str, float] | None:
+        if job.twin is not None and reference is None:
             raise RuntimeError(f"the FP32 twin {job.twin.method} has no accuracy record; it failed or was not run")
-        return {m.name: float(m.value) for m in twin_record.metrics if not m.scope and not isinstance(m.value, str)}
+        return reference
 
-    def _failure(self, job: Job, stage: str, error: Exception) -> str:
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        message = f"{job.describe()} failed at {stage}: {detail}"
+    def _failure(self, job: Job, stage: str, error: BaseException) -> str:
+        message = failure_message(job, stage, error)
         self.log(f"FAILED {message}")
         return message
 
 
+def failure_message(job: Job, stage: str, error: BaseException) -> str:
+    detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return f"{job.describe()} failed at {stage}: {detail}"
+
+
+def cache_artifact(artifact: Artifact, model_path: Path, history_path: Path) -> None:
+    """Keep a trained model for later invocations; renamed into place, so a reader never sees half of it."""
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_model = model_path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{model_path.name}")
+    artifact.model.save(temp_model)
+    temp_model.replace(model_path)
+    write_json_atomically(
+        history_path,
+        {"history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats},
+    )
+
+
+def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:
+    """The twin's whole-model accuracy metrics, read from the store in the driver; None if it has none."""
+    if job.twin is None:
+        return None
+    record = store.find(RunConfig(job.twin, "accuracy", job.division).hash)
+    if record is None:
+        return None
+    return {m.name: float(m.value) for m in record.metrics if not m.scope and not isinstance(m.value, str)}
+
+
+def save_job(store: ResultStore, computed: ComputedJob, log: Log) -> JobResult:
+    """Write each run's files and then its record (in the driver); a run that cannot be written failed."""
+    result = JobResult(computed.job, failures=list(computed.failures))
+    for output in computed.outputs:
+        try:
+            store.save_with_files(output.record, output.files)
+            result.records.append(output.record)
+        except Exception as error:  # noqa: BLE001 - one unwritable record must not lose the others
+            message = failure_message(computed.job, output.record.track, error)
+            log(f"FAILED {message}")
+            result.failures.append(message)
+    return result
+
+
 def train(method: Method, context: TrainContext) -> Artifact:
     """Seed everything, run the method, and note what its training used."""
+    # Automatic layer names (dense, dense_1, ...) count the layers this process built before; restarting
+    # the count gives a run the same per-layer scopes in any process, e.g. on any Ray worker.
+    keras.backend.reset_uids()
     keras.utils.set_random_seed(context.seed)
     reset_peak_memory()
     artifact = method.run(context)
@@ -212,17 +329,9 @@ def retrain(method: Method, context: TrainContext, recipe: Recipe) -> Artifact:
     return train(method, replace(context, recipe=recipe, splits=splits))
 
 
-def describe_files(staging: Path, final: Path, root: Path) -> dict[str, dict]:
-    """Name -> path (relative to the result folder, where they will be), size and SHA-256."""
-    files = {}
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        name = path.relative_to(staging).as_posix()
-        files[name] = {
-            "path": (final / name).relative_to(root).as_posix(),
-            "bytes": path.stat().st_size,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        }
-    return files
+def read_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by its path relative to it."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def build_record(run: RunConfig, method: Method, metrics: list, curves: dict[str, list[float]]) -> Record:
@@ -265,9 +374,47 @@ def execute_plan(
     jobs: Sequence[Job],
     store: ResultStore,
     executor: Executor | None = None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
     force: bool = False,
+    progress: bool = False,
 ) -> list[JobResult]:
-    """Run every job; ``force`` retrains models even when a trained one is cached."""
-    runner = JobRunner(store, log, reuse_models=not force)
-    return list((executor or LocalExecutor()).execute(jobs, runner))
+    """Compute every job with ``executor`` (local by default), save its records, and return them in plan order.
+
+    ``force`` retrains models even when a trained one is cached; ``progress`` shows a progress line on
+    stderr (:mod:`effbench.progress`).
+    """
+    if not jobs:
+        return []
+    executor = executor or LocalExecutor()
+    line = ProgressLine(total_jobs=len(jobs), total_runs=sum(len(job.tracks) for job in jobs), enabled=progress)
+    log = line.wrap(log)
+    # Workers on this machine find the model cache only if the folder exists before they look.
+    store.root.mkdir(parents=True, exist_ok=True)
+    pending, unsaved = list(jobs), {job.training.hash for job in jobs}
+    results: dict[str, JobResult] = {}
+    in_flight = 0
+    try:
+        slots = executor.start()
+        while pending or in_flight:
+            while in_flight < slots and (job := next_ready(pending, unsaved)):
+                pending.remove(job)
+                executor.submit(JobWork(job, twin_reference(store, job), store.root, not force), log)
+                line.started(len(job.tracks))
+                in_flight += 1
+            computed = executor.wait()
+            in_flight -= 1
+            for message in computed.messages:
+                log(message)
+            result = save_job(store, computed, log)
+            unsaved.discard(computed.job.training.hash)
+            results[computed.job.training.hash] = result
+            line.finished(len(computed.job.tracks), len(result.records))
+    finally:
+        executor.stop()
+        line.close()
+    return [results[job.training.hash] for job in jobs]
+
+
+def next_ready(pending: Sequence[Job], unsaved: set[str]) -> Job | None:
+    """The first pending job whose FP32 twin is saved or not in the plan: it may run now."""
+    return next((job for job in pending if job.twin is None or job.twin.hash not in unsaved), None)

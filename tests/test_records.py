@@ -134,3 +134,14 @@ def test_paper_reference_records_are_marked_by_their_source(tmp_path):
     record.source = "paper: He et al. 2016, Table 6"
     path = ResultStore(tmp_path).save(record)
     assert read_record(path).source.startswith("paper:")
+
+
+def test_config_hash_covers_method_defaults(toy_methods, monkeypatch):
+    from effbench.registry import METHODS
+
+    training = TrainingConfig(MethodRef.parse("toy-dense"), "digits", 0, "smoke")
+    before = training.hash
+    assert training.as_dict()["options"] == {"units": 16}
+    monkeypatch.setattr(METHODS.get("toy-dense").factory, "default_options", {"units": 32})
+    assert training.hash != before
+    assert training.hash == TrainingConfig(MethodRef.parse("toy-dense:units=32"), "digits", 0, "smoke").hash

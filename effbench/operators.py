@@ -1,0 +1,200 @@
+r"""BiBench's operator protocol in code: binarize a float backbone, layer for layer.
+
+BiBench (Qin et al., "BiBench: Benchmarking and Analyzing Network Binarization", ICML 2023,
+https://arxiv.org/abs/2301.11233) compares binarization *operators*: the function that maps a latent
+float tensor to {-1, +1} in the forward pass, and the pseudo-gradient that trains through it. An operator
+is scored on fixed backbones with each task's recipe: every convolution and fully connected layer of the
+backbone becomes a binary layer, except the first one (it sees the raw input) and the last one (the
+classifier that produces the logits), which stay full precision. A binary layer computes
+
+.. math::  y = \operatorname{conv}\big(q_a(x),\; q_w(W)\big) + b
+
+with :math:`q_a` the *input quantizer* and :math:`q_w` the *kernel quantizer* (for example the sign
+:math:`q(v) = +1` for :math:`v \ge 0`, :math:`-1` otherwise). Both operands are then :math:`\pm 1`, so a
+multiply-accumulate is an XNOR and a popcount: the complexity track counts such a layer at 1 bit for
+weights and activations (1 BOP per MAC instead of 1024).
+
+:func:`binarize` applies the protocol to a functional Keras model with
+``keras.models.clone_model(model, clone_function=...)``, which rebuilds the graph layer by layer from each
+layer's config; the clone function swaps layer classes and nothing else, so the copy has the same layer
+names and weight shapes, and it starts from the float model's weights (a freshly built backbone gives an
+ordinary initialisation; a trained one is fine-tuned). Rules, beyond the swap itself:
+
+- ``Conv2D`` -> ``larq.layers.QuantConv2D``, ``DepthwiseConv2D`` -> ``QuantDepthwiseConv2D``, ``Dense`` ->
+  ``QuantDense``. Any other layer with a kernel (``Conv2DTranspose``, ``SeparableConv2D``, a nested model,
+  an already quantized larq layer) is an error naming it: leaving it float would overstate the savings.
+- ``padding="same"`` binary convolutions pad with +1 (``pad_values=1.0``): zero is not a binary value,
+  and Larq Compute Engine's converted model reproduces the Keras model only with one-padding.
+- every ReLU (a ``ReLU`` layer, ReLU6 included, ``Activation("relu")``, or a layer's ``activation="relu"``)
+  becomes hard tanh, :math:`\operatorname{clip}(x, -1, 1)`, as in BiBench's binarized backbones
+  (``act_cfg=dict(type='Hardtanh')``): the sign of a ReLU output is always +1, so a binary layer after a
+  ReLU would see a constant input.
+- latent kernels are clipped to :math:`[-1, 1]` after every update (larq's ``weight_clip``, the
+  constraint of Courbariaux et al.'s BinaryNet, https://arxiv.org/abs/1602.02830): the straight-through
+  estimator's gradient is zero beyond :math:`\pm 1`, so an unclipped weight that drifts there never
+  comes back. An operator may choose another constraint (:meth:`OperatorMethod.kernel_constraint`).
+
+:class:`OperatorMethod` is the base of every operator method (kind ``operator``): a subclass names its
+quantizers; ``run`` builds the task's default backbone (or the ``backbone`` option), binarizes it and
+trains it with the task's recipe; its FP32 twin is that backbone, so the accuracy track reports
+``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative accuracy).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from effbench.tf import keras, tf
+
+# isort: split
+# larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
+import larq
+
+from effbench.method import ArchitectureMethod, Artifact, Method, MethodRef
+from effbench.registry import TaskSpec
+from effbench.training import TrainContext, fit
+
+# A larq quantizer: a registered name ("ste_sign"), a quantizer object, or a function of a tensor.
+Quantizer = str | keras.layers.Layer | Callable[[tf.Tensor], tf.Tensor]
+
+HARD_TANH = "hard_tanh"  # larq.activations.hard_tanh, registered with Keras when larq is imported
+RELU_NAMES = ("relu", "relu6")
+
+# Float layer class -> (larq class, its kernel-quantizer argument, its kernel-constraint argument).
+LARQ_COUNTERPARTS: dict[type, tuple[type, str, str]] = {
+    keras.layers.Conv2D: (larq.layers.QuantConv2D, "kernel_quantizer", "kernel_constraint"),
+    keras.layers.DepthwiseConv2D: (larq.layers.QuantDepthwiseConv2D, "depthwise_quantizer", "depthwise_constraint"),
+    keras.layers.Dense: (larq.layers.QuantDense, "kernel_quantizer", "kernel_constraint"),
+}
+
+
+def binarize(
+    model: keras.Model,
+    input_quantizer: Quantizer,
+    kernel_quantizer: Quantizer,
+    kernel_constraint: str | None = "weight_clip",
+) -> keras.Model:
+    """A copy of the functional ``model`` with every conv / dense layer but the first and last binarized.
+
+    See the module docstring for the rules. Raises ``ValueError`` for layers the protocol cannot
+    binarize, and for models with fewer than three conv / dense layers (nothing would be binarized).
+    """
+    binary = set(binarized_layer_names(model))
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if _is_relu_layer(layer):
+            return keras.layers.Activation(HARD_TANH, name=layer.name)
+        config = layer.get_config()
+        if config.get("activation") in RELU_NAMES:
+            config["activation"] = HARD_TANH
+        if layer.name not in binary:
+            return type(layer).from_config(config)
+        larq_class, quantizer_argument, constraint_argument = LARQ_COUNTERPARTS[type(layer)]
+        config.update({
+            "input_quantizer": _own_copy(input_quantizer),
+            quantizer_argument: _own_copy(kernel_quantizer),
+            constraint_argument: kernel_constraint,
+        })  # fmt: skip
+        if config.get("padding") == "same":
+            config["pad_values"] = 1.0
+        return larq_class(**config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
+
+
+def binarized_layer_names(model: keras.Model) -> list[str]:
+    """Names of the layers :func:`binarize` makes binary: every conv / dense but the first and the last.
+
+    "First" and "last" follow ``model.layers``, which a functional model lists from its inputs to its
+    outputs, so the last is the classifier.
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError("binarize needs a functional Keras model (keras.Model(inputs, outputs))")
+    for layer in model.layers:
+        _check_supported(layer)
+    linear = [layer.name for layer in model.layers if type(layer) in LARQ_COUNTERPARTS]
+    if len(linear) < 3:
+        raise ValueError(
+            f"model '{model.name}' has {len(linear)} conv/dense layer(s); the first and the last stay float, "
+            "so nothing would be binarized"
+        )
+    return linear[1:-1]
+
+
+def _check_supported(layer: keras.layers.Layer) -> None:
+    if isinstance(layer, keras.Model):
+        raise ValueError(f"layer '{layer.name}' is a nested model; binarize the model it is built from instead")
+    has_kernel = any(hasattr(layer, name) for name in ("kernel", "depthwise_kernel", "pointwise_kernel"))
+    if has_kernel and type(layer) not in LARQ_COUNTERPARTS:
+        known = ", ".join(cls.__name__ for cls in LARQ_COUNTERPARTS)
+        raise ValueError(
+            f"layer '{layer.name}' ({type(layer).__name__}) holds a kernel but is not one of {known}; "
+            "the operator protocol has no binary counterpart for it"
+        )
+
+
+def _is_relu_layer(layer: keras.layers.Layer) -> bool:
+    if type(layer) is keras.layers.ReLU:
+        return True
+    return type(layer) is keras.layers.Activation and layer.get_config()["activation"] in RELU_NAMES
+
+
+def _own_copy(quantizer: Quantizer) -> Quantizer:
+    """A quantizer object of its own for each layer.
+
+    larq quantizers are Keras layers: one object shared by several layers would be tracked and saved
+    as one. Names and functions are stateless and are passed as they are.
+    """
+    if isinstance(quantizer, keras.layers.Layer):
+        return type(quantizer).from_config(quantizer.get_config())
+    return quantizer
+
+
+class OperatorMethod(Method):
+    """A binarization operator applied to a backbone with the task's recipe (kind ``operator``).
+
+    Subclasses implement :meth:`input_quantizer` and :meth:`kernel_quantizer`. Options: ``backbone`` is a
+    method reference (``resnet-cifar:depth=8``) of an architecture to binarize instead of the task's
+    default backbone. Subclasses with options of their own extend ``default_options``
+    (``{**OperatorMethod.default_options, "beta": 1.0}``), and list in ``protocol_options`` any option that
+    changes the backbone or the recipe: the closed division refuses those.
+    """
+
+    default_options: ClassVar[dict[str, Any]] = {"backbone": None}
+    protocol_options: ClassVar[tuple[str, ...]] = ("backbone",)
+
+    @abc.abstractmethod
+    def input_quantizer(self) -> Quantizer:
+        """Quantizer of each binary layer's input activations."""
+
+    @abc.abstractmethod
+    def kernel_quantizer(self) -> Quantizer:
+        """Quantizer of each binary layer's kernel."""
+
+    def kernel_constraint(self) -> str | None:
+        """Constraint on the latent kernels (see the module docstring); ``None`` for none."""
+        return "weight_clip"
+
+    def backbone(self, task_default_backbone: str) -> str:
+        return self.options["backbone"] or task_default_backbone
+
+    def build(self, task: TaskSpec) -> keras.Model:
+        """The task's backbone, built for the task and binarized by this operator."""
+        backbone = MethodRef.parse(self.backbone(task.default_backbone)).create()
+        if not isinstance(backbone, ArchitectureMethod):
+            raise ValueError(f"backbone '{backbone.spec.slug}' is a {backbone.spec.kind}, not an architecture")
+        float_model = backbone.build(task.input_shape, task.num_classes)
+        return binarize(float_model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint())
+
+    def run(self, context: TrainContext) -> Artifact:
+        model = self.build(context.task.spec)
+        history, seconds = fit(model, context)
+        return Artifact(model=model, history=history, train_seconds=seconds)
+
+    def fp32_twin(self, task_default_backbone: str) -> str:
+        return self.backbone(task_default_backbone)

@@ -1,0 +1,607 @@
+"""``effbench submit FOLDER``: validate a submission folder, then run it into ``FOLDER/results``.
+
+A submission is a folder (``submissions/<slug>/`` in this repository)::
+
+    submission.yaml     who submits what, and where to run it (fields below)
+    method.py           optional: the submission's own methods, registered as the suites register theirs
+    results/records/    written by ``effbench submit``: one JSON record per run (commit these)
+    results/artifacts/  trained models, results/files/: converted .tflite files (not committed)
+
+``submission.yaml`` (safe YAML: plain mappings, lists, strings and numbers; no anchors or aliases)::
+
+    team: Binary Lab                         # non-empty string
+    contact: lab@example.org                 # an e-mail address
+    methods: [tanh-ste-sign]                 # method references: built-in or registered by method.py
+    paper: {title: "...", year: 2025, url: https://...}
+    licence: MIT                             # an SPDX identifier or expression (Apache-2.0, MIT OR BSD-3-Clause)
+    division: closed                         # closed | open
+    tasks: [digits, mnist1d]                 # task slugs
+    seeds: [0]                               # integers >= 0
+    tracks: [accuracy, complexity]           # optional; default: every track but sensitivity
+    budget: quick                            # optional; smoke | quick | paper (default quick)
+    open_tags: [custom-backbone]             # open division only, and required there: what differs
+
+The default tracks leave out ``sensitivity``, which retrains every run eight times; name it to run it.
+The **closed** division compares operators under one protocol: every method must be an operator (kind
+``operator``, a subclass of :class:`effbench.operators.OperatorMethod`) on each task's default backbone with
+the task's recipe, so options that change the backbone or the recipe (an operator's ``protocol_options``)
+are refused. The **open** division takes any method and options; ``open_tags`` say how it departs.
+
+Everything is validated before anything is written (``--check`` stops there and prints a summary), and each
+error names the file, the field and what was expected:
+
+- the folder: no symbolic link under it may point outside it (results are written there, and files are
+  read from there); ``submission.yaml`` and ``method.py`` must be regular files, at most 64 KiB and 1 MiB.
+  The YAML has no path fields: the two files and ``results/`` sit at fixed places in the folder.
+- ``submission.yaml``: valid YAML, no anchors or aliases (a few lines of aliases can expand to gigabytes:
+  the "billion laughs" bomb), nesting at most 16 deep, no duplicate keys, no unknown fields, every field of
+  the right type; slugs must be slugs (so no field can hold a path); tasks, tracks and methods must exist.
+- ``method.py``: imported (under a unique module name, writing no bytecode into the folder) before the
+  methods are looked up; an import error is shown with its traceback; a slug that is already registered (a
+  built-in method's, say) is the registry's duplicate error. Methods it registered are removed again when
+  validation fails, and when the command ends.
+- ``results/records``: records the runner wrote earlier (re-running resumes from them). A record whose
+  content no longer matches its ``content_hash``, whose ``config_hash`` is not the hash of its config, that
+  holds a NaN or infinite value, or whose method, task or division the YAML does not declare is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import importlib.util
+import json
+import math
+import os
+import re
+import stat
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from effbench.config import DIVISIONS, stable_hash
+from effbench.method import MethodRef
+from effbench.operators import OperatorMethod
+from effbench.recipe import BUDGETS
+from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
+from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
+
+YAML_NAME = "submission.yaml"
+METHOD_FILE = "method.py"
+RESULTS_DIR = "results"
+YAML_LIMIT = 64 * 1024
+METHOD_LIMIT = 1024 * 1024
+MAX_YAML_DEPTH = 16
+# Left out of the default tracks: sensitivity retrains each run under eight recipes.
+COSTLY_TRACKS = ("sensitivity",)
+DEFAULT_BUDGET = "quick"
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+SPDX_ID = r"[A-Za-z0-9][A-Za-z0-9.+-]*"
+SPDX = re.compile(rf"{SPDX_ID}( (AND|OR|WITH) {SPDX_ID})*")
+
+
+class SubmissionError(ValueError):
+    """An invalid submission; the message lists every problem, each naming its file and field."""
+
+
+class FieldError(Exception):
+    """One field's value is wrong; ``where`` is appended to the field's name (``[2]``, ``.year``)."""
+
+    def __init__(self, message: str, where: str = ""):
+        super().__init__(message)
+        self.where = where
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission: its folder (resolved) and the fields of its YAML, defaults filled in."""
+
+    folder: Path
+    team: str
+    contact: str
+    methods: tuple[MethodRef, ...]
+    paper: Paper
+    licence: str
+    division: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    tracks: tuple[str, ...]
+    budget: str
+    open_tags: tuple[str, ...]
+    # Slugs that method.py registered.
+    local_methods: tuple[str, ...] = ()
+
+    @property
+    def results_dir(self) -> Path:
+        return self.folder / RESULTS_DIR
+
+
+def problem(path: Path, field: str, message: str) -> str:
+    return f"{path}: field '{field}': {message}"
+
+
+def raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise SubmissionError("invalid submission:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------- the folder and its files
+
+
+def check_folder(folder: Path) -> Path:
+    """The folder, resolved, after checking that no symbolic link under it leads outside it."""
+    if not folder.is_dir():
+        raise SubmissionError(f"{folder}: not a folder; give the submission folder, which holds {YAML_NAME}")
+    root = folder.resolve()
+    problems = []
+    for parent, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = Path(parent) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                problems.append(f"{path}: symbolic link to {path.resolve()}, outside the submission folder {root}")
+    raise_problems(problems)
+    return root
+
+
+def check_regular_file(path: Path, limit: int) -> None:
+    """A plain file (not a link, device or folder) of at most ``limit`` bytes."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise SubmissionError(f"{path}: missing; every submission folder has one") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SubmissionError(f"{path}: must be a regular file inside the submission folder, not a link or folder")
+    if info.st_size > limit:
+        raise SubmissionError(f"{path}: {info.st_size} bytes, over the limit of {human_size(limit)} for this file")
+
+
+def human_size(size: int) -> str:
+    return f"{size // 2**20} MiB" if size % 2**20 == 0 else f"{size // 2**10} KiB"
+
+
+# ---------------------------------------------------------------- submission.yaml
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of ``path``, read with ``yaml.safe_load`` after the checks of the module docstring."""
+    check_regular_file(path, YAML_LIMIT)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SubmissionError(f"{path}: not UTF-8 text: {error}") from None
+    try:
+        check_events(path, yaml.parse(text, Loader=yaml.SafeLoader))
+        check_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SubmissionError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SubmissionError(f"{path}: expected a mapping of fields (team: ..., methods: ...), found {found(data)}")
+    return data
+
+
+def check_events(path: Path, events: Iterator[yaml.Event]) -> None:
+    """Refuse anchors, aliases and deep nesting while parsing: nothing is expanded or built yet."""
+    depth = 0
+    for event in events:
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise SubmissionError(
+                f"{path}: line {line}: anchors and aliases ('&{event.anchor}', '*{event.anchor}') are not allowed: "
+                "they let a small file expand to a huge one (a YAML bomb); write the values out"
+            )
+        depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+        if depth > MAX_YAML_DEPTH:
+            raise SubmissionError(f"{path}: line {line}: nested more than {MAX_YAML_DEPTH} levels deep")
+
+
+def check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value in seen:
+                raise SubmissionError(f"{path}: line {key.start_mark.line + 1}: key '{key.value}' is given twice")
+            seen.add(getattr(key, "value", None))
+            check_duplicate_keys(path, value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            check_duplicate_keys(path, item)
+
+
+TYPE_NAMES = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping",
+}  # fmt: skip
+
+
+def found(value: Any) -> str:
+    """How an error message shows a value it did not expect: its type, and its start."""
+    if value is None:
+        return "nothing"
+    shown = repr(value)
+    return f"{TYPE_NAMES.get(type(value), type(value).__name__)} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FieldError(f"expected a non-empty string, found {found(value)}")
+    return value.strip()
+
+
+def matching(pattern: re.Pattern[str], expected: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value.strip()):
+            raise FieldError(f"expected {expected}, found {found(value)}")
+        return value.strip()
+
+    return check
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    return matching(re.compile("|".join(map(re.escape, choices))), f"one of {', '.join(choices)}")
+
+
+slug = matching(SLUG_PATTERN, "a slug (lower-case letters, digits, '-', '_', '.'; not a path)")
+
+
+def method_ref(value: Any) -> MethodRef:
+    """``slug`` or ``slug:key=value,...`` as on the command line."""
+    if not isinstance(value, str):
+        raise FieldError(f"expected a method slug, optionally with options (slug:key=value), found {found(value)}")
+    try:
+        ref = MethodRef.parse(value)
+    except ValueError as error:
+        raise FieldError(str(error)) from None
+    slug(ref.slug)
+    return ref
+
+
+def seed(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FieldError(f"expected an integer seed >= 0, found {found(value)}")
+    return value
+
+
+def list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    """A non-empty list without repeats, each item checked by ``item``."""
+
+    def check(value: Any) -> tuple:
+        if not isinstance(value, list) or not value:
+            raise FieldError(f"expected a non-empty list, found {found(value)}")
+        items = []
+        for index, raw in enumerate(value):
+            try:
+                items.append(item(raw))
+            except FieldError as error:
+                raise FieldError(str(error), f"[{index}]{error.where}") from None
+            if items[-1] in items[:-1]:
+                raise FieldError(f"{raw!r} is listed twice", f"[{index}]")
+        return tuple(items)
+
+    return check
+
+
+def paper(value: Any) -> Paper:
+    if not isinstance(value, dict):
+        raise FieldError(f"expected a mapping with title, year and url, found {found(value)}")
+    checks = {"title": text, "year": year, "url": matching(re.compile(r"https?://\S+"), "an http(s) URL")}
+    unknown = sorted(set(map(str, value)) - set(checks))
+    if unknown:
+        raise FieldError(f"unknown key; paper has {', '.join(checks)}", f".{unknown[0]}")
+    values = {}
+    for key, check in checks.items():
+        if key not in value:
+            raise FieldError("missing", f".{key}")
+        try:
+            values[key] = check(value[key])
+        except FieldError as error:
+            raise FieldError(str(error), f".{key}") from None
+    return Paper(**values)
+
+
+def year(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1900 <= value <= 2200:
+        raise FieldError(f"expected a year such as 2025, found {found(value)}")
+    return value
+
+
+# Field -> (required, check). Optional fields left out get the values of DEFAULTS.
+FIELDS: dict[str, tuple[bool, Callable[[Any], Any]]] = {
+    "team": (True, text),
+    "contact": (True, matching(EMAIL, "an e-mail address (name@host.domain)")),
+    "methods": (True, list_of(method_ref)),
+    "paper": (True, paper),
+    "licence": (True, matching(SPDX, "an SPDX licence identifier or expression (MIT, Apache-2.0, ...)")),
+    "division": (True, one_of(DIVISIONS)),
+    "tasks": (True, list_of(slug)),
+    "seeds": (True, list_of(seed)),
+    "tracks": (False, list_of(slug)),
+    "budget": (False, one_of(BUDGETS)),
+    "open_tags": (False, list_of(text)),
+}
+DEFAULTS: dict[str, Any] = {"tracks": (), "budget": DEFAULT_BUDGET, "open_tags": ()}
+
+
+def parse_fields(data: dict[str, Any], path: Path, folder: Path) -> Submission:
+    """Every field checked for presence and type; all problems are reported together."""
+    problems = []
+    for key in data:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(str(key), FIELDS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.append(problem(path, str(key), f"unknown field; {hint}(fields: {', '.join(FIELDS)})"))
+    values = dict(DEFAULTS)
+    for name, (required, check) in FIELDS.items():
+        if name not in data:
+            if required:
+                problems.append(problem(path, name, "missing; every submission gives it"))
+            continue
+        try:
+            values[name] = check(data[name])
+        except FieldError as error:
+            problems.append(problem(path, name + error.where, str(error)))
+    if "division" in values:
+        problems += division_tag_problems(path, values["division"], values["open_tags"])
+    raise_problems(problems)
+    return Submission(folder=folder, **values)
+
+
+def division_tag_problems(path: Path, division: str, tags: tuple[str, ...]) -> list[str]:
+    if division == "open" and not tags:
+        return [problem(path, "open_tags", "required in the open division: a list saying how the entry departs "
+                                           "from the closed protocol, e.g. [custom-backbone, longer-training]")]
+    if division == "closed" and tags:
+        return [problem(path, "open_tags", "only for the open division; remove it, or set division: open")]
+    return []
+
+
+# ---------------------------------------------------------------- method.py
+
+
+@contextlib.contextmanager
+def local_methods(folder: Path) -> Iterator[tuple[str, ...]]:
+    """Import ``folder/method.py`` if there is one; yield the slugs it registered; unregister them after."""
+    path = folder / METHOD_FILE
+    if not os.path.lexists(path):
+        yield ()
+        return
+    check_regular_file(path, METHOD_LIMIT)
+    load_builtin_entries()  # first, so a slug that collides with a built-in one fails in method.py
+    # A fresh module name per import: two submissions, or one imported twice, never share a module.
+    module_name = "effbench_submission_" + re.sub(r"\W", "_", folder.name) + "_" + uuid.uuid4().hex[:8]
+    before = {entry.spec.slug for entry in METHODS}
+    try:
+        import_file(module_name, path)
+        yield tuple(sorted({entry.spec.slug for entry in METHODS} - before))
+    finally:
+        for slug_registered in {entry.spec.slug for entry in METHODS} - before:
+            METHODS.remove(slug_registered)
+        sys.modules.pop(module_name, None)
+
+
+def import_file(module_name: str, path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as `import` does: dataclasses and pickling look modules up there.
+    sys.modules[module_name] = module
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # validation writes nothing, not even __pycache__, into the folder
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as error:
+        raise SubmissionError(import_failure(path, error)) from None
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
+
+
+def import_failure(path: Path, error: BaseException) -> str:
+    """The traceback from method.py down, without the frames of the import machinery and of this module."""
+    frames = [
+        frame for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith("<frozen") and frame.filename != __file__
+    ]  # fmt: skip
+    trace = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
+    hint = ""
+    if isinstance(error, RegistryError):
+        hint = "\n(method slugs are shared with every built-in method; `effbench list methods` shows those taken)"
+    return f"{path}: importing it failed:\nTraceback (most recent call last):\n{trace.rstrip()}{hint}"
+
+
+# ---------------------------------------------------------------- registry and division
+
+
+def default_tracks() -> tuple[str, ...]:
+    return tuple(entry.spec.slug for entry in TRACKS if entry.spec.slug not in COSTLY_TRACKS)
+
+
+def registry_problems(submission: Submission, path: Path) -> list[str]:
+    """Tasks, tracks and methods that do not exist, and methods the division does not allow."""
+    problems = []
+    for field, registry, slugs in (("tasks", TASKS, submission.tasks), ("tracks", TRACKS, submission.tracks)):
+        for index, name in enumerate(slugs):
+            error = registry_error(registry.get, name)
+            if error is not None:
+                problems.append(problem(path, f"{field}[{index}]", str(error)))
+    for index, ref in enumerate(submission.methods):
+        error = registry_error(ref.create)
+        if error is None and submission.division == "closed":
+            error = closed_division_error(ref)
+        if error is not None:
+            where = "" if ref.slug in METHODS else f"; neither built in nor registered by {METHOD_FILE}"
+            problems.append(problem(path, f"methods[{index}]", f"{error}{where}"))
+    return problems
+
+
+def registry_error(call: Callable, *args: Any) -> Exception | None:
+    """What ``call`` raises: a lookup of an unknown slug, or a method rejecting its options."""
+    try:
+        call(*args)
+    except Exception as error:  # a method's own constructor may raise anything; it is reported, not fatal
+        return error
+    return None
+
+
+def closed_division_error(ref: MethodRef) -> str | None:
+    entry = METHODS.get(ref.slug)
+    if entry.spec.kind != "operator" or not issubclass(entry.factory, OperatorMethod):
+        return (
+            f"'{ref.slug}' is a method of kind '{entry.spec.kind}'; the closed division takes operators only "
+            "(kind 'operator', subclasses of effbench.operators.OperatorMethod) on each task's default backbone "
+            "and recipe; use division: open"
+        )
+    changed = sorted(set(dict(ref.options)) & set(entry.factory.protocol_options))
+    if changed:
+        return (
+            f"option {', '.join(changed)} of '{ref}' changes the backbone or the recipe, which the closed "
+            "division fixes; remove it, or use division: open"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- results already recorded
+
+
+def results_problems(submission: Submission) -> list[str]:
+    """Records in ``results/records`` that were edited, or that the YAML does not declare."""
+    records_dir = submission.results_dir / "records"
+    if not records_dir.is_dir():
+        return []
+    methods = {ref.slug for ref in submission.methods} | twin_slugs(submission)
+    declared = {"method": methods, "task": set(submission.tasks), "division": {submission.division}}
+    problems = []
+    for path in sorted(records_dir.rglob("*.json")):
+        if not path.name.startswith(TEMP_PREFIX):
+            problems += record_problems(path, declared)
+    return problems
+
+
+def twin_slugs(submission: Submission) -> set[str]:
+    from effbench.runner import twin_of  # the runner imports TensorFlow-heavy modules: only when needed
+
+    twins = (twin_of(ref, task) for ref in submission.methods for task in submission.tasks)
+    return {twin.slug for twin in twins if twin is not None}
+
+
+def record_problems(path: Path, declared: dict[str, set[str]]) -> list[str]:
+    try:
+        non_finite = list(non_finite_fields(json.loads(path.read_text(), parse_constant=float)))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return [f"{path}: cannot read the record: {error}"]
+    if non_finite:
+        return [problem(path, name, "is NaN or infinite; records hold finite numbers only") for name in non_finite]
+    try:
+        record = read_record(path)
+    except RecordError as error:  # names the file, and the field: content_hash, metrics[i], ...
+        return [str(error)]
+    problems = []
+    if stable_hash(record.config) != record.config_hash:
+        problems.append(problem(path, "config_hash", f"{record.config_hash} is not the hash of the record's config "
+                                                     f"({stable_hash(record.config)}): the config was edited"))
+    for field, allowed in declared.items():
+        if getattr(record, field) not in allowed:
+            problems.append(problem(path, field, f"'{getattr(record, field)}' is not declared in {YAML_NAME} "
+                                                 f"(declared: {', '.join(sorted(allowed))})"))
+    return problems
+
+
+def non_finite_fields(value: Any, name: str = "") -> Iterator[str]:
+    """JSON paths (``metrics[3].value``) of the NaN and infinite numbers in a parsed record."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield name
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite_fields(item, f"{name}.{key}" if name else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite_fields(item, f"{name}[{index}]")
+
+
+# ---------------------------------------------------------------- the whole check
+
+
+@contextlib.contextmanager
+def open_submission(folder: Path, budget: str | None = None) -> Iterator[Submission]:
+    """Validate ``folder`` (see the module docstring) and yield it, with method.py's methods registered.
+
+    ``budget`` overrides the YAML's. Raises :class:`SubmissionError`; writes nothing.
+    """
+    root = check_folder(folder)
+    path = root / YAML_NAME
+    declared = parse_fields(read_yaml(path), path, root)
+    with local_methods(root) as registered:
+        submission = replace(
+            declared, local_methods=registered, budget=budget or declared.budget,
+            tracks=declared.tracks or default_tracks(),
+        )  # fmt: skip
+        raise_problems(registry_problems(submission, path))
+        raise_problems(results_problems(submission))
+        yield submission
+
+
+# ---------------------------------------------------------------- the command
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("submit", help="validate a submission folder, then run it into FOLDER/results")
+    parser.add_argument("folder", type=Path, help="the submission folder, holding submission.yaml")
+    parser.add_argument("--check", action="store_true", help="only validate: print OK and a summary, write nothing")
+    parser.add_argument("--budget", choices=BUDGETS, help="run at this budget instead of the submission's")
+    parser.set_defaults(handler=command_submit)
+
+
+def command_submit(args: argparse.Namespace) -> int:
+    from effbench.runner import make_plan
+
+    with open_submission(args.folder, args.budget) as submission:
+        store = ResultStore(submission.results_dir)
+        jobs = make_plan(
+            list(submission.methods), list(submission.tasks), list(submission.seeds), list(submission.tracks),
+            submission.budget, store, submission.division,
+        )  # fmt: skip
+        if args.check:
+            print(summary(submission, jobs))
+            return 0
+        return run_submission(submission, store, jobs)
+
+
+def summary(submission: Submission, jobs: list) -> str:
+    local = set(submission.local_methods)
+    methods = [f"{ref} ({METHODS.get(ref.slug).spec.kind}{', method.py' if ref.slug in local else ''})"
+               for ref in submission.methods]  # fmt: skip
+    rows = {
+        "team": f"{submission.team} <{submission.contact}>",
+        "paper": f"{submission.paper.title} ({submission.paper.year}) {submission.paper.url}",
+        "division": " ".join([submission.division, *(f"[{tag}]" for tag in submission.open_tags)]),
+        "methods": ", ".join(methods),
+        "tasks": ", ".join(submission.tasks),
+        "seeds": ", ".join(map(str, submission.seeds)),
+        "tracks": ", ".join(submission.tracks),
+        "budget": submission.budget,
+        "to run": f"{sum(len(job.tracks) for job in jobs)} runs in {len(jobs)} trainings (FP32 twins included); "
+                  f"results in {submission.results_dir}",
+    }  # fmt: skip
+    return "\n".join([f"OK: {submission.folder / YAML_NAME}", *(f"  {key:<9} {value}" for key, value in rows.items())])
+
+
+def run_submission(submission: Submission, store: ResultStore, jobs: list) -> int:
+    """Run the plan, print the folder's results table, and return 1 if any run failed."""
+    from effbench.runner import execute_plan
+    from leaderboard.tables import format_table, load_results, results_table
+
+    print(f"{sum(len(job.tracks) for job in jobs)} runs to do in {len(jobs)} trainings; results in {store.root}")
+    failures = [failure for result in execute_plan(jobs, store) for failure in result.failures]
+    tidy = load_results(store.root)
+    if not tidy.empty:
+        print(format_table(results_table(tidy), "text"))
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  - {failure}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,295 @@
+"""Leaderboard tables: each function specified on small hand-made records."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from effbench.hashing import stable_hash
+from effbench.records import Record, ResultStore, tidy_rows
+from effbench.track import Metric
+from leaderboard import tables
+
+
+def make_record(method="mlp", top1=0.9, seed=0, task="digits", track="accuracy", source="measured",
+                suite="architectures", cpu="cpu-a", budget="quick", division="closed", variant="",
+                metrics=None, curves=None) -> Record:  # fmt: skip
+    """A record whose config hash follows from its fields, so records that differ get files of their own."""
+    fields = {"method": method, "variant": variant, "suite": suite, "task": task, "track": track, "seed": seed,
+              "budget": budget, "division": division, "source": source, "cpu": cpu}  # fmt: skip
+    if metrics is None:
+        metrics = [Metric("top1", top1, "ratio")] if track == "accuracy" else []
+    return Record(
+        run_id=f"run-{seed}", config_hash=stable_hash(fields), training_hash="0" * 16, config={"recipe": fields},
+        method=method, variant=variant, suite=suite, task=task, track=track, seed=seed, budget=budget,
+        division=division, hardware={"cpu": cpu, "cpu_threads": 2, "gpu": "none", "platform": "Linux"},
+        versions={"tensorflow": "2.21.0", "effbench": "0.1.0"}, git_commit="abc123", timestamp="2026-01-01T00:00:00",
+        metrics=metrics, curves=curves or {}, source=source,
+    )  # fmt: skip
+
+
+def complexity_record(method="mlp", macs=1000.0, seed=0, **fields) -> Record:
+    metrics = [Metric("macs", macs, "count"), Metric("params", macs / 10, "count"),
+               Metric("macs", macs * 0.75, "count", "conv"), Metric("macs", macs * 0.25, "count", "logits"),
+               Metric("params", 7, "count", "conv")]  # fmt: skip
+    return make_record(method, seed=seed, track="complexity", metrics=metrics, **fields)
+
+
+def save_all(root: Path, records: list[Record]) -> ResultStore:
+    store = ResultStore(root)
+    for record in records:
+        store.save(record)
+    return store
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def test_tidy_frame_is_tidy_rows_with_a_hardware_label_and_float_numbers():
+    record = make_record(metrics=[Metric("top1", 0.5, "ratio"), Metric("test_samples", 359, "count"),
+                                  Metric("converter", "failed", "text", "int8")])  # fmt: skip
+    frame = tables.records_frame([record])
+    expected = pd.DataFrame(list(tidy_rows(record)))
+    assert list(frame.drop(columns="hardware").columns) == list(expected.columns)
+    assert frame["value"].tolist() == [0.5, 359.0, "failed"] and isinstance(frame["value"][1], float)
+    assert frame.drop(columns=["hardware", "value"]).equals(expected.drop(columns="value"))
+    assert set(frame["hardware"]) == {"cpu-a, 2 threads"}
+
+
+def test_hardware_label_names_gpus():
+    runs = pd.DataFrame({"hw_cpu": ["x", "x"], "hw_cpu_threads": [2, 8], "hw_gpu": ["none", "H100"]})
+    assert tables.hardware_labels(runs).tolist() == ["x, 2 threads", "x, 8 threads, H100"]
+
+
+def test_runs_hold_config_and_curves_are_one_row_per_epoch():
+    record = make_record(curves={"loss": [0.9, 0.5], "val_accuracy": [0.6, 0.8]})
+    frames = tables.record_frames([record, make_record("vgg-small")])
+    assert len(frames.runs) == 2 and json.loads(frames.runs.loc[0, "config"]) == record.config
+    curves = frames.curves
+    assert curves[["curve", "epoch", "value"]].values.tolist() == [["loss", 1, 0.9], ["loss", 2, 0.5],
+                                                                   ["val_accuracy", 1, 0.6], ["val_accuracy", 2, 0.8]]
+    assert set(curves["method"]) == {"mlp"} and set(curves["config_hash"]) == {record.config_hash}
+    assert tables.method_curves(curves, "mlp")["run"].iloc[0] == "digits · quick · seed 0"
+
+
+def test_no_records_give_empty_frames(tmp_path):
+    frames = tables.load_frames(tmp_path / "missing", tmp_path)
+    assert frames.tidy.empty and frames.runs.empty and frames.curves.empty
+    assert not (tmp_path / tables.CACHE_DIR).exists()
+    assert tables.overview_table(frames.tidy).empty and tables.track_table(frames.tidy, "edge").empty
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def test_second_load_reads_the_cache_and_equals_the_first(tmp_path, monkeypatch):
+    save_all(tmp_path, [make_record(curves={"loss": [1.0, 0.5]}), complexity_record(),
+                        make_record(metrics=[Metric("converter", "boom", "text", "int8")], track="edge")])
+    cold = tables.load_frames(tmp_path)
+    assert (tmp_path / ".cache" / "tidy.parquet").is_file()
+    monkeypatch.setattr(tables, "record_frames", lambda records: pytest.fail("the cache was not used"))
+    warm = tables.load_frames(tmp_path)
+    for name in ("tidy", "runs", "curves"):
+        pd.testing.assert_frame_equal(getattr(warm, name), getattr(cold, name))
+    assert tables.load_results(tmp_path)["value"].tolist() == cold.tidy["value"].tolist()
+    assert tables.load_curves(tmp_path)["value"].tolist() == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("change", ["rewrite", "add", "remove"])
+def test_a_changed_added_or_removed_record_invalidates_the_cache(tmp_path, change):
+    store = save_all(tmp_path, [make_record("mlp", 0.5), make_record("vgg-small", 0.6)])
+    tables.load_frames(tmp_path)
+    if change == "rewrite":  # the same file, the same size: only its content, mtime and inode differ
+        store.save(make_record("mlp", 0.7))
+        expected = {"mlp": 0.7, "vgg-small": 0.6}
+    elif change == "add":
+        store.save(make_record("resnet-cifar", 0.8))
+        expected = {"mlp": 0.5, "vgg-small": 0.6, "resnet-cifar": 0.8}
+    else:
+        store.path_for(make_record("vgg-small")).unlink()
+        expected = {"mlp": 0.5}
+    tidy = tables.load_results(tmp_path)
+    assert dict(zip(tidy["method"], tidy["value"], strict=True)) == expected
+
+
+def test_a_corrupt_cache_is_rebuilt_and_an_unwritable_one_only_warns(tmp_path):
+    save_all(tmp_path, [make_record()])
+    tables.load_frames(tmp_path)
+    tables.cache_path(tmp_path, "tidy").write_bytes(b"not parquet")
+    assert tables.load_results(tmp_path)["value"].tolist() == [0.9]
+    assert tables.cache_path(tmp_path, "tidy").read_bytes()[:4] == b"PAR1"
+    other = tmp_path / "other"
+    save_all(other, [make_record()])
+    (other / ".cache").write_text("a file where the cache folder would go")
+    with pytest.warns(UserWarning, match="cannot write the leaderboard cache"):
+        assert tables.load_results(other)["value"].tolist() == [0.9]
+
+
+def test_several_folders_are_concatenated(tmp_path):
+    save_all(tmp_path / "a", [make_record("mlp")])
+    save_all(tmp_path / "b", [make_record("vgg-small")])
+    assert tables.load_results(tmp_path / "a", tmp_path / "b")["method"].tolist() == ["mlp", "vgg-small"]
+
+
+def test_result_dirs_come_from_arguments_then_the_environment_then_the_repository(tmp_path):
+    (tmp_path / "submissions" / "team" / "results").mkdir(parents=True)
+    (tmp_path / "submissions" / "empty").mkdir()
+    env = {tables.RESULTS_ENV: os.pathsep.join(["e1", "e2"])}
+    assert tables.result_dirs(["-q", "--results", "a", "b"], env, tmp_path) == [Path("a"), Path("b")]
+    assert tables.result_dirs(["--res", "x"], env, tmp_path) == [Path("e1"), Path("e2")]
+    assert tables.result_dirs([], {}, tmp_path) == [tmp_path / "results" / "baselines",
+                                                    tmp_path / "submissions" / "team" / "results"]
+
+
+# --------------------------------------------------------------------------------------------- views
+
+
+def test_overview_gives_mean_and_std_over_seeds_best_first():
+    records = [make_record("mlp", top1, seed) for seed, top1 in enumerate((0.97, 0.98, 0.99))]
+    records.append(make_record("vgg-small", 0.995))
+    table = tables.overview_table(tables.records_frame(records))
+    assert table["method"].tolist() == ["vgg-small", "mlp"]
+    mlp = table.iloc[1]
+    assert mlp["top1"] == pytest.approx(0.98) and mlp["top1 std"] == pytest.approx(0.01) and mlp["seeds"] == 3
+    assert math.isnan(table.iloc[0]["top1 std"])
+    assert list(table.columns) == [*tables.ROW_KEYS, "top1", "top1 std", "seeds"]
+    assert tables.format_overview(table)["top1"].tolist() == ["0.995", "0.98 ± 0.01"]
+
+
+@pytest.mark.parametrize("mean, std, text", [
+    (0.977, 0.004, "0.977 ± 0.004"), (0.97712, float("nan"), "0.9771"), (12.34, 1.6, "12 ± 2"),
+    (84480.0, 120.0, "84.48K ± 120"), (0.5, 0.0, "0.5"), (float("nan"), float("nan"), ""),
+])  # fmt: skip
+def test_mean_std_text(mean, std, text):
+    assert tables.mean_std_text(mean, std) == text
+
+
+def test_relative_accuracy_is_recorded_or_computed_against_the_fp32_twin():
+    recorded = [Metric("top1", 0.8, "ratio"), Metric("fp32_top1", 0.9, "ratio"), Metric("top1_relative", 0.5, "ratio")]
+    computed = [Metric("top1", 0.45, "ratio"), Metric("fp32_top1", 0.9, "ratio")]
+    records = [make_record("bnn", metrics=recorded), make_record("xnor", metrics=computed), make_record("mlp", 0.9)]
+    table = tables.overview_table(tables.records_frame(records)).set_index("method")
+    assert table.loc["bnn", "top1_relative"] == 0.5  # what the track recorded wins
+    assert table.loc["xnor", "top1_relative"] == pytest.approx(0.5)
+    assert math.isnan(table.loc["mlp", "top1_relative"])
+
+
+def test_paper_values_are_rows_of_their_own_never_averaged_with_ours():
+    records = [make_record("resnet-cifar", 0.90), make_record("resnet-cifar", 0.95, source="paper: He et al. 2016")]
+    tidy = tables.records_frame(records)
+    table = tables.overview_table(tidy)
+    assert table[["source", "top1"]].values.tolist() == [["paper: He et al. 2016", 0.95], ["measured", 0.90]]
+    assert tables.is_reference(table).tolist() == [True, False]
+    track = tables.track_table(tidy, "accuracy")
+    assert track[["source", "top1"]].values.tolist() == [["measured", 0.90], ["paper: He et al. 2016", 0.95]]
+
+
+def test_split_by_gives_one_table_per_value():
+    table = tables.overview_table(tables.records_frame([make_record(task="digits"), make_record(task="mnist1d")]))
+    parts = tables.split_by(table, "task")
+    assert list(parts) == ["digits", "mnist1d"] and "task" not in parts["digits"].columns
+
+
+def test_track_view_shows_scoped_metrics_as_columns():
+    tidy = tables.records_frame([complexity_record(), make_record()])
+    table = tables.track_table(tidy, "complexity")
+    assert list(table.columns) == [*tables.RUN_KEYS, "source", "params", "macs", "conv/macs", "conv/params",
+                                   "logits/macs", "seeds"]  # fmt: skip
+    assert table.loc[0, "conv/macs"] == 750
+
+
+def test_filters_keep_the_chosen_values_and_empty_choices_keep_all():
+    records = [make_record("mlp", seed=0), make_record("mlp", seed=1, cpu="cpu-b"), make_record("bnn", suite="bnn",
+               task="mnist1d", budget="smoke", division="open"), complexity_record()]  # fmt: skip
+    frames = tables.record_frames(records)
+    options = tables.filter_options(frames.tidy)
+    assert options == {"suite": ["architectures", "bnn"], "task": ["digits", "mnist1d"],
+                       "track": ["accuracy", "complexity"], "hardware": ["cpu-a, 2 threads", "cpu-b, 2 threads"],
+                       "division": ["closed", "open"], "budget": ["quick", "smoke"], "seed": [0, 1]}  # fmt: skip
+    assert len(tables.apply_filters(frames.tidy, {column: [] for column in options})) == len(frames.tidy)
+    expected = {"suite": ("bnn", 1), "task": ("mnist1d", 1), "track": ("complexity", 1),
+                "hardware": ("cpu-b, 2 threads", 1), "division": ("open", 1), "budget": ("smoke", 1), "seed": (1, 1)}
+    for column, (value, runs) in expected.items():
+        filtered = tables.filter_frames(frames, {column: [value]})
+        assert len(filtered.runs) == runs and set(filtered.tidy[column]) == {value}, column
+    assert len(tables.apply_filters(frames.runs, {"track": ["accuracy"], "seed": [0]})) == 2
+
+
+def test_csv_download_keeps_full_precision():
+    tidy = tables.records_frame([make_record(top1=0.123456789)])
+    assert "0.123456789" in tables.to_csv(tidy).decode()
+
+
+# -------------------------------------------------------------------------------------------- pareto
+
+
+def test_pareto_front_on_hand_picked_points():
+    points = pd.DataFrame({
+        "name": ["a", "b", "c", "d", "e", "f", "g", "h"],
+        "macs": [1.0, 2.0, 3.0, 2.0, 4.0, 4.0, None, 0.5],
+        "top1": [0.5, 0.7, 0.6, 0.7, 0.9, 0.8, 0.99, 0.1],
+    })  # c: b is cheaper and better; d ties b (kept); f: e costs the same and is better; g has no cost
+    front = tables.pareto_front(points, "macs", "top1")
+    assert front["name"].tolist() == ["h", "a", "b", "d", "e"]
+
+
+def test_pareto_points_mark_papers_which_do_not_move_our_front():
+    records = [complexity_record("mlp", macs=100), make_record("mlp", 0.9),
+               complexity_record("vgg-small", macs=1000), make_record("vgg-small", 0.95),
+               complexity_record("big", macs=5000), make_record("big", 0.93),
+               complexity_record("vgg-small", macs=900, source="paper: Simonyan 2015"),
+               make_record("vgg-small", 0.99, source="paper: Simonyan 2015")]  # fmt: skip
+    table = tables.overview_table(tables.records_frame(records), metrics=None)
+    assert tables.cost_axes(table) == ["macs", "params"]
+    points = tables.pareto_points(table, "macs", "top1").set_index(["method", "origin"])
+    assert points["on_front"].to_dict() == {("vgg-small", "paper"): False, ("vgg-small", "ours"): True,
+                                            ("big", "ours"): False, ("mlp", "ours"): True}  # fmt: skip
+
+
+def test_latencies_of_converted_variants_are_pareto_costs():
+    edge = make_record(track="edge", metrics=[Metric("litert_t1_median_ms", 0.2, "ms", "int8"),
+                                              Metric("size_bytes", 10, "byte", "int8")])  # fmt: skip
+    latency = make_record(track="latency", metrics=[Metric("keras_cpu_b1_median_ms", 0.5, "ms"),
+                                                    Metric("keras_cpu_b1_cv", 0.1, "ratio")])  # fmt: skip
+    table = tables.overview_table(tables.records_frame([edge, latency, make_record()]), None, tables.is_latency_metric)
+    assert tables.cost_axes(table) == ["int8/litert_t1_median_ms", "keras_cpu_b1_median_ms"]
+
+
+# ----------------------------------------------------------------------------------- method, compare
+
+
+def test_method_page_tables():
+    records = [complexity_record("mlp", seed=0), complexity_record("mlp", seed=1), make_record("mlp"),
+               make_record("vgg-small")]  # fmt: skip
+    frames = tables.record_frames(records)
+    layers = tables.layer_table(frames.tidy, "mlp")
+    assert layers["layer"].tolist() == ["conv", "logits"]  # graph order, not alphabetical
+    assert layers.loc[0, "macs"] == 750 and layers.loc[0, "params"] == 7 and math.isnan(layers.loc[1, "params"])
+    runs = tables.method_runs(frames.runs, "mlp")
+    assert runs["track"].tolist() == ["accuracy", "complexity", "complexity"]
+    assert {"hardware", "git_commit", "v_tensorflow", "config"} <= set(runs.columns)
+    assert tables.layer_table(frames.tidy, "vgg-small").empty
+
+
+def test_method_info_comes_from_the_registry_when_it_knows_the_method():
+    info = tables.method_info("mlp")
+    assert info["kind"] == "architecture" and info["year"] == 1986 and info["url"].startswith("https://")
+    assert "W32/A32" in info["tags"] and info["scale"] == "full"
+    assert tables.method_info("not-a-method") is None
+
+
+def test_compare_puts_two_to_four_methods_side_by_side():
+    records = [make_record("mlp", 0.9), make_record("vgg-small", 0.95, variant="width=2"),
+               make_record("vgg-small", 0.97, source="paper: Simonyan 2015"), make_record("other", 0.5)]  # fmt: skip
+    overview = tables.overview_table(tables.records_frame(records))
+    table = tables.compare_table(overview, ["vgg-small", "mlp"])
+    assert list(table.columns) == ["vgg-small · digits · quick · closed · paper",
+                                   "vgg-small [width=2] · digits · quick · closed", "mlp · digits · quick · closed"]
+    assert table.index.tolist() == ["source", "top1", "seeds"]
+    assert table.loc["top1"].tolist() == ["0.97", "0.95", "0.9"]
+    for wrong in (["mlp"], ["a", "b", "c", "d", "e"]):
+        with pytest.raises(ValueError, match="2 to 4"):
+            tables.compare_table(overview, wrong)
