@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,13 @@ class Record:
     source: str = "measured"
 
     def body(self) -> dict[str, Any]:
-        body = asdict(self)
+        # Shallow on purpose (no dataclasses.asdict deep copy): it is built for every record read.
+        body: dict[str, Any] = {"schema": SCHEMA}
+        body.update((f.name, getattr(self, f.name)) for f in fields(self))
         body["metrics"] = [
             {"metric": m.name, "value": m.value, "unit": m.unit, "scope": m.scope} for m in self.metrics
         ]
-        return {"schema": SCHEMA, **body}
+        return body
 
     def to_json(self) -> dict[str, Any]:
         body = self.body()

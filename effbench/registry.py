@@ -11,6 +11,7 @@ import fnmatch
 import importlib
 import pkgutil
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -210,6 +211,9 @@ def register_track(slug: str, *, summary: str, needs_task_data: bool) -> Callabl
 
 BUILTIN_PACKAGES = ("effbench.tasks", "suites", "tracks")
 _loaded = False
+# Re-entrant: importing a built-in module looks entries up, which comes back here on the same thread;
+# other threads (the leaderboard's sessions) wait until every module is imported.
+_loading = threading.RLock()
 
 
 def load_builtin_entries() -> None:
@@ -217,9 +221,19 @@ def load_builtin_entries() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for package_name in BUILTIN_PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
-                importlib.import_module(info.name)
+    with _loading:
+        if _loaded or getattr(_loading_state, "active", False):
+            return
+        _loading_state.active = True
+        try:
+            for package_name in BUILTIN_PACKAGES:
+                package = importlib.import_module(package_name)
+                for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+                    if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                        importlib.import_module(info.name)
+            _loaded = True
+        finally:
+            _loading_state.active = False
+
+
+_loading_state = threading.local()

@@ -28,10 +28,10 @@ PAPER_NOTE = "Rows whose source starts with `paper:` are values a paper reports,
 ROW_PX, MAX_ROWS, SCROLLBAR_PX = 35, 16, 14
 
 
-def show(table: pd.DataFrame, hide_index: bool = True) -> None:
+def show(table: pd.DataFrame) -> None:
     """A sortable table tall enough for its rows (up to MAX_ROWS) and the horizontal scrollbar of a wide one."""
     height = ROW_PX * (min(len(table), MAX_ROWS) + 1) + SCROLLBAR_PX
-    st.dataframe(table, hide_index=hide_index, height=height)
+    st.dataframe(table, hide_index=True, height=height)
 
 
 def overview_page(frames: tables.ResultFrames) -> None:
@@ -110,10 +110,13 @@ def registry_entry(info: dict | None) -> None:
 
 
 def curves_chart(curves: pd.DataFrame) -> alt.FacetChart:
+    """One panel per curve (loss, accuracy, ...), each on its own scale; one line per record."""
     return alt.Chart(curves).mark_line(point=True).encode(
-        x=alt.X("epoch:Q"), y=alt.Y("value:Q", title=None), color=alt.Color("run:N"),
+        x=alt.X("epoch:Q"), y=alt.Y("value:Q", title=None),
+        color=alt.Color("run:N", legend=alt.Legend(orient="bottom")),
+        detail="config_hash:N",  # records that share a label still get lines of their own
         tooltip=["run", "curve", "epoch", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(width=320, height=200).facet(facet="curve:N", columns=3).resolve_scale(y="independent")  # fmt: skip
+    ).properties(width=250, height=180).facet(facet="curve:N", columns=3).resolve_scale(y="independent")  # fmt: skip
 
 
 def method_page(frames: tables.ResultFrames) -> None:
@@ -149,7 +152,8 @@ def compare_page(frames: tables.ResultFrames) -> None:
     if len(chosen) < 2:
         st.info("Choose 2 to 4 methods to see them side by side.")
         return
-    show(tables.compare_table(tables.overview_table(frames.tidy), chosen), hide_index=False)
+    # The metric names as a column of their own: Streamlit sizes the index column too narrow for them.
+    show(tables.compare_table(tables.overview_table(frames.tidy), chosen).reset_index())
     st.caption(PAPER_NOTE)
 
 

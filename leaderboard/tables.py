@@ -22,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -87,6 +88,7 @@ def records_frame(records: Iterable[Record]) -> pd.DataFrame:
 
 
 def record_frames(records: Iterable[Record]) -> ResultFrames:
+    """The three frames of ``records``; the run columns are built once per record and repeated per row."""
     records = list(records)
     if not records:
         return ResultFrames(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
@@ -296,7 +298,7 @@ def is_reference(frame: pd.DataFrame) -> pd.Series:
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def results_table(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
+def pivot_runs(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
     """One row per (method, variant, task, budget, division), one column per whole-model metric.
 
     Numeric metrics are averaged over seeds; ``seeds`` counts them. String outcomes are left out, and
@@ -321,12 +323,19 @@ def results_table(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
     return table[[*ordered, *rest, "seeds"]].reset_index().rename_axis(columns=None)
 
 
+def results_table(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
+    """:func:`pivot_runs` of the measured records: papers' values are never averaged into ours."""
+    if "source" in tidy.columns:
+        tidy = tidy[tidy["source"] == "measured"]
+    return pivot_runs(tidy, track)
+
+
 def track_table(tidy: pd.DataFrame, track: str) -> pd.DataFrame:
     """:func:`results_table` of one track, scoped metrics included, with paper values in rows of their own."""
     tidy = tidy[tidy["track"] == track] if not tidy.empty else tidy
     if tidy.empty:
         return pd.DataFrame(columns=[*RUN_KEYS, "source", "seeds"])
-    parts = [results_table(rows, track).assign(source=source) for source, rows in tidy.groupby("source")]
+    parts = [pivot_runs(rows, track).assign(source=source) for source, rows in tidy.groupby("source")]
     table = pd.concat(parts, ignore_index=True)
     return table[[*RUN_KEYS, "source", *(c for c in table.columns if c not in [*RUN_KEYS, "source"])]]
 
@@ -481,6 +490,8 @@ def pareto_points(table: pd.DataFrame, x: str, y: str = "top1") -> pd.DataFrame:
 
 # -------------------------------------------------------------------------------------- method, compare
 
+_REGISTRY_LOCK = threading.Lock()
+
 
 def method_info(slug: str) -> dict[str, Any] | None:
     """The registry's entry for ``slug`` (paper, kind, taxonomy, scale), or None for a method it lacks.
@@ -491,7 +502,10 @@ def method_info(slug: str) -> dict[str, Any] | None:
     try:
         from effbench.registry import METHODS, RegistryError
 
-        spec = METHODS.get(slug).spec
+        # The registry marks itself loaded before it has imported the suites: a second Streamlit session
+        # asking meanwhile would find it half full. One lookup at a time.
+        with _REGISTRY_LOCK:
+            spec = METHODS.get(slug).spec
     except (ImportError, RegistryError):
         return None
     return {

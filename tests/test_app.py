@@ -128,7 +128,9 @@ def test_compare_page_puts_two_to_four_methods_side_by_side(results):
     assert app.multiselect(key="compare").value == ["bnn-toy", "mlp"]
     app.multiselect(key="compare").set_value(["resnet-cifar", "mlp", "bnn-toy"]).run()
     table = app.dataframe[0].value
-    assert len(table.columns) == 5 and "resnet-cifar · digits · quick · closed · paper" in table.columns
+    assert table["metric"].tolist() == ["source", "top1", "top1_relative", "fp32_top1", "params", "macs",
+                                        "keras_cpu_b1_median_ms", "seeds"]  # fmt: skip
+    assert len(table.columns) == 6 and "resnet-cifar · digits · quick · closed · paper" in table.columns
     app.multiselect(key="compare").set_value(["mlp"]).run()
     assert "Choose 2 to 4 methods" in app.info[0].value
 

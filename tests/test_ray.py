@@ -12,21 +12,21 @@ import pytest
 import ray
 
 from effbench.cli import main
-from effbench.executors import RayExecutor
+from effbench.config import TrainingConfig
+from effbench.executors import RayExecutor, job_cpus
 from effbench.method import MethodRef
 from effbench.records import Record, ResultStore
-from effbench.runner import execute_plan, make_plan
+from effbench.runner import Job, execute_plan, make_plan
 
 # Fields that say where and when a record was made, not what was measured.
 HOST_FIELDS = {"run_id", "timestamp", "hardware"}
 
 
-def sweep(out, methods=("toy-dense", "toy-halved"), executor=None, log=None):
-    """The small plan of these tests on ``out``: digits, smoke budget, 2 seeds, accuracy and complexity."""
+def sweep(out, executor=None):
+    """toy-halved (so also its twin toy-dense) on digits, smoke budget, 2 seeds, accuracy and complexity."""
     store = ResultStore(out)
-    refs = [MethodRef.parse(m) for m in methods]
-    jobs = make_plan(refs, ["digits"], [0, 1], ["accuracy", "complexity"], "smoke", store)
-    return jobs, execute_plan(jobs, store, executor, log=log or (lambda _: None))
+    jobs = make_plan([MethodRef("toy-halved")], ["digits"], [0, 1], ["accuracy", "complexity"], "smoke", store)
+    return jobs, execute_plan(jobs, store, executor, log=lambda _: None)
 
 
 def measured(record: Record) -> dict:
@@ -68,6 +68,7 @@ def test_a_failing_job_is_reported_the_others_land_and_a_rerun_does_only_what_is
     assert main(args) == 1
     out, err = capsys.readouterr()
     assert "2 run(s) failed" in err and "breaks on purpose" in err  # one message per failed training
+    assert "training toy-dense on digits (seed 1, smoke)" in out  # the workers' log lines come back
     assert "8/8 runs: 4 done, 0 running, 4 failed" in err  # the progress line, one line per update here
     saved = ResultStore(tmp_path).record_paths()
     assert {r.method for r in ResultStore(tmp_path).records()} == {"toy-dense"} and len(saved) == 4
@@ -79,10 +80,21 @@ def test_a_failing_job_is_reported_the_others_land_and_a_rerun_does_only_what_is
     assert main(args[:2] + args[3:] + ["--quiet"]) == 0
     out, err = capsys.readouterr()
     assert "2 runs to do in 1 trainings" in out and "runs:" not in err
+    assert "training toy-dense" not in out  # the worker found the model trained by the first sweep
     assert all(path.exists() for path in lost) and len(ResultStore(tmp_path).record_paths()) == 4
 
 
-def test_the_executor_refuses_gpus_no_node_has():
+def test_timed_tracks_get_a_whole_node_and_others_one_cpu():
+    training = TrainingConfig(MethodRef("mlp"), "digits", 0, "smoke")
+    assert job_cpus(Job(training, ["accuracy", "complexity", "robustness"]), node_cpus=16) == 1
+    for timed in ("latency", "edge", "training_cost", "sensitivity"):
+        assert job_cpus(Job(training, ["accuracy", timed]), node_cpus=16) == 16
+
+
+def test_ray_options_are_checked(capsys):
+    args = ["run", "--method", "mlp", "--task", "digits", "--track", "accuracy", "--budget", "smoke"]
+    assert main([*args, "--address", "head:6379"]) == 2
+    assert "--address and --gpus-per-run need --executor ray" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no node of the Ray cluster has that many GPUs"):
         RayExecutor(gpus_per_run=1).start()
     assert not ray.is_initialized()

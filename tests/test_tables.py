@@ -53,3 +53,10 @@ def test_track_view_turns_scoped_metrics_into_columns():
     assert list(table.columns) == ["method", "variant", "task", "budget", "division", "float32/size_bytes",
                                    "int8/size_bytes", "seeds"]  # fmt: skip
     assert table.loc[0, "int8/size_bytes"] == 1000
+
+
+def test_paper_values_are_not_averaged_into_measured_results():
+    paper = record(1, 0.99)
+    paper.source = "paper: He et al. 2016"
+    table = results_table(records_frame([record(0, 0.5), paper]))
+    assert table.loc[0, "top1"] == 0.5 and table.loc[0, "seeds"] == 1
