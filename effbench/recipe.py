@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from effbench.tf import keras
+from effbench.tf import keras, tf
 
 BUDGETS: tuple[str, ...] = ("smoke", "quick", "paper")
 Budget = Literal["smoke", "quick", "paper"]
@@ -20,6 +20,12 @@ Budget = Literal["smoke", "quick", "paper"]
 @dataclass(frozen=True)
 class Recipe:
     """Optimizer, schedule, epochs, batch size and augmentation for one budget.
+
+    ``distribution`` says how one run uses several devices: ``none`` (TensorFlow's default device),
+    ``mirrored`` (``tf.distribute.MirroredStrategy`` over every visible GPU, data-parallel with
+    synchronous all-reduce; on a machine without GPUs, the CPU) or ``tpu`` (``TPUStrategy`` on the
+    attached TPU). The model is built, compiled and trained inside the strategy's scope; ``batch_size``
+    is the global batch, split across the replicas.
 
     ``schedule`` is ``cosine`` (to zero over all steps), ``step`` (x0.1 at 50% and 75% of the epochs)
     or ``constant``. ``max_train_samples`` caps the training split (``None`` = all of it), which is
@@ -36,6 +42,7 @@ class Recipe:
     batch_size: int = 64
     augmentation: Literal["none", "crop-flip"] = "none"
     max_train_samples: int | None = None
+    distribution: Literal["none", "mirrored", "tpu"] = "none"
 
     def as_config(self) -> dict:
         return asdict(self)
@@ -56,6 +63,18 @@ class Recipe:
         if self.optimizer == "sgd":
             return keras.optimizers.SGD(rate, momentum=self.momentum, nesterov=True, weight_decay=decay)
         return keras.optimizers.Adam(rate, weight_decay=decay)
+
+
+def distribution_strategy(recipe: Recipe) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy a recipe asks for (see :class:`Recipe`)."""
+    if recipe.distribution == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if recipe.distribution == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
 
 
 def check_budget(budget: str) -> Budget:

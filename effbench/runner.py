@@ -32,7 +32,7 @@ from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import Artifact, Method, MethodRef
 from effbench.progress import ProgressLine
-from effbench.recipe import Recipe
+from effbench.recipe import Recipe, distribution_strategy
 from effbench.records import Record, ResultStore, describe_files, write_json_atomically
 from effbench.registry import METHODS, TASKS, TRACKS
 from effbench.tasks.base import Task
@@ -318,7 +318,8 @@ def train(method: Method, context: TrainContext) -> Artifact:
     keras.backend.reset_uids()
     keras.utils.set_random_seed(context.seed)
     reset_peak_memory()
-    artifact = method.run(context)
+    with distribution_strategy(context.recipe).scope():
+        artifact = method.run(context)
     artifact.train_stats = {**training_stats(context), **artifact.train_stats}
     return artifact
 
@@ -380,16 +381,19 @@ def execute_plan(
 ) -> list[JobResult]:
     """Compute every job with ``executor`` (local by default), save its records, and return them in plan order.
 
-    ``force`` retrains models even when a trained one is cached; ``progress`` shows a progress line on
-    stderr (:mod:`effbench.progress`).
+    A job whose FP32 twin is in the plan is handed to the executor once the twin's job is saved, with the
+    twin's accuracy. ``force`` retrains models even when a trained one is cached; ``progress`` shows a
+    progress line on stderr (:mod:`effbench.progress`).
     """
     if not jobs:
         return []
     executor = executor or LocalExecutor()
     line = ProgressLine(total_jobs=len(jobs), total_runs=sum(len(job.tracks) for job in jobs), enabled=progress)
     log = line.wrap(log)
-    # Workers on this machine find the model cache only if the folder exists before they look.
+    # Workers on this machine find the model cache only if the folder exists before they look, and by
+    # its absolute path, since their working folder may differ from the driver's.
     store.root.mkdir(parents=True, exist_ok=True)
+    root = store.root.resolve()
     pending, unsaved = list(jobs), {job.training.hash for job in jobs}
     results: dict[str, JobResult] = {}
     in_flight = 0
@@ -398,7 +402,7 @@ def execute_plan(
         while pending or in_flight:
             while in_flight < slots and (job := next_ready(pending, unsaved)):
                 pending.remove(job)
-                executor.submit(JobWork(job, twin_reference(store, job), store.root, not force), log)
+                executor.submit(JobWork(job, twin_reference(store, job), root, not force), log)
                 line.started(len(job.tracks))
                 in_flight += 1
             computed = executor.wait()

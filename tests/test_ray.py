@@ -23,9 +23,10 @@ HOST_FIELDS = {"run_id", "timestamp", "hardware"}
 
 
 def sweep(out, executor=None):
-    """toy-halved (so also its twin toy-dense) on digits, smoke budget, 2 seeds, accuracy and complexity."""
+    """toy-dense and toy-halved (whose twin it is) on digits, smoke budget, 2 seeds, accuracy and complexity."""
     store = ResultStore(out)
-    jobs = make_plan([MethodRef("toy-halved")], ["digits"], [0, 1], ["accuracy", "complexity"], "smoke", store)
+    methods = [MethodRef("toy-dense"), MethodRef("toy-halved")]
+    jobs = make_plan(methods, ["digits"], [0, 1], ["accuracy", "complexity"], "smoke", store)
     return jobs, execute_plan(jobs, store, executor, log=lambda _: None)
 
 

@@ -91,3 +91,18 @@ def test_cli_rejects_unknown_names_with_a_clear_message(capsys):
     assert "unknown method 'no-such'" in capsys.readouterr().err
     assert main(["run", "--method", "mlp", "--task", "digits", "--track", "speed"]) == 2
     assert "unknown track 'speed'" in capsys.readouterr().err
+
+
+def test_a_recipe_can_train_under_a_mirrored_strategy(tmp_path, toy_methods, monkeypatch):
+    """MirroredStrategy runs on the CPU when there is no GPU, so the whole path is exercised here."""
+    from dataclasses import replace
+
+    from effbench.registry import TASKS
+
+    digits = TASKS.get("digits").factory
+    mirrored = replace(digits.recipes["smoke"], distribution="mirrored")
+    monkeypatch.setitem(digits.recipes, "smoke", mirrored)
+    store = ResultStore(tmp_path)
+    (result,) = execute_plan(plan(store, ["toy-dense"], tracks=["accuracy"]), store, log=lambda _: None)
+    assert result.failures == [] and result.records[0].config["recipe"]["distribution"] == "mirrored"
+    assert 0.0 <= {m.name: m.value for m in result.records[0].metrics}["top1"] <= 1.0
