@@ -66,12 +66,14 @@ from typing import Any
 
 import yaml
 
-from effbench.config import DIVISIONS, stable_hash
+from effbench.config import DIVISIONS
+from effbench.hashing import stable_hash
 from effbench.method import MethodRef
 from effbench.operators import OperatorMethod
 from effbench.recipe import BUDGETS
 from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
 from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
+from effbench.runner import Job, execute_plan, make_plan, twin_of
 
 YAML_NAME = "submission.yaml"
 METHOD_FILE = "method.py"
@@ -482,8 +484,7 @@ def results_problems(submission: Submission) -> list[str]:
 
 
 def twin_slugs(submission: Submission) -> set[str]:
-    from effbench.runner import twin_of  # the runner imports TensorFlow-heavy modules: only when needed
-
+    """The FP32 twins of the declared methods: their accuracy records belong to the submission too."""
     twins = (twin_of(ref, task) for ref in submission.methods for task in submission.tasks)
     return {twin.slug for twin in twins if twin is not None}
 
@@ -556,8 +557,6 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def command_submit(args: argparse.Namespace) -> int:
-    from effbench.runner import make_plan
-
     with open_submission(args.folder, args.budget) as submission:
         store = ResultStore(submission.results_dir)
         jobs = make_plan(
@@ -567,10 +566,10 @@ def command_submit(args: argparse.Namespace) -> int:
         if args.check:
             print(summary(submission, jobs))
             return 0
-        return run_submission(submission, store, jobs)
+        return run_submission(store, jobs)
 
 
-def summary(submission: Submission, jobs: list) -> str:
+def summary(submission: Submission, jobs: list[Job]) -> str:
     local = set(submission.local_methods)
     methods = [f"{ref} ({METHODS.get(ref.slug).spec.kind}{', method.py' if ref.slug in local else ''})"
                for ref in submission.methods]  # fmt: skip
@@ -589,10 +588,9 @@ def summary(submission: Submission, jobs: list) -> str:
     return "\n".join([f"OK: {submission.folder / YAML_NAME}", *(f"  {key:<9} {value}" for key, value in rows.items())])
 
 
-def run_submission(submission: Submission, store: ResultStore, jobs: list) -> int:
+def run_submission(store: ResultStore, jobs: list[Job]) -> int:
     """Run the plan, print the folder's results table, and return 1 if any run failed."""
-    from effbench.runner import execute_plan
-    from leaderboard.tables import format_table, load_results, results_table
+    from leaderboard.tables import format_table, load_results, results_table  # pandas: only to print a table
 
     print(f"{sum(len(job.tracks) for job in jobs)} runs to do in {len(jobs)} trainings; results in {store.root}")
     failures = [failure for result in execute_plan(jobs, store) for failure in result.failures]

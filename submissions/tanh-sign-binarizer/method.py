@@ -25,11 +25,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from effbench.tf import tf
+
+# isort: split
+# larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
 from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
-from effbench.tf import tf
 
 
 def tanh_sign(x: tf.Tensor, beta: float) -> tf.Tensor:
