@@ -123,7 +123,7 @@ def _list_row(spec: MethodSpec | TaskSpec | TrackSpec) -> dict:
 
 def command_run(args: argparse.Namespace) -> int:
     from effbench.records import ResultStore
-    from effbench.runner import execute_plan, expand_methods, make_plan
+    from effbench.runner import execute_plan, expand_methods, make_plan, report_failures
     from leaderboard.tables import format_table, records_frame, results_table
 
     methods = expand_methods(args.method, args.suite)
@@ -138,12 +138,7 @@ def command_run(args: argparse.Namespace) -> int:
     failures = [failure for result in results for failure in result.failures]
     if records:
         print(format_table(results_table(records_frame(records)), "text"))
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
-        for failure in failures:
-            print(f"  - {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failures)
 
 
 def _executor(args: argparse.Namespace):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import tempfile
 import time
 import traceback
@@ -422,3 +423,13 @@ def execute_plan(
 def next_ready(pending: Sequence[Job], unsaved: set[str]) -> Job | None:
     """The first pending job whose FP32 twin is saved or not in the plan: it may run now."""
     return next((job for job in pending if job.twin is None or job.twin.hash not in unsaved), None)
+
+
+def report_failures(failures: Sequence[str]) -> int:
+    """Print every failed run on stderr; the exit status of a command that ran them (1 if any failed)."""
+    if not failures:
+        return 0
+    print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
+    for failure in failures:
+        print(f"  - {failure}", file=sys.stderr)
+    return 1

@@ -73,7 +73,7 @@ from effbench.operators import OperatorMethod
 from effbench.recipe import BUDGETS
 from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
 from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
-from effbench.runner import Job, execute_plan, make_plan, twin_of
+from effbench.runner import Job, execute_plan, make_plan, report_failures, twin_of
 
 YAML_NAME = "submission.yaml"
 METHOD_FILE = "method.py"
@@ -597,9 +597,4 @@ def run_submission(store: ResultStore, jobs: list[Job]) -> int:
     tidy = load_results(store.root)
     if not tidy.empty:
         print(format_table(results_table(tidy), "text"))
-    if failures:
-        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
-        for failure in failures:
-            print(f"  - {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failures)

@@ -1,0 +1,1 @@
+"""BiBench binarization operators (BNN, XNOR-Net, DoReFa, Bi-Real) applied to fixed backbones."""

@@ -1,0 +1,42 @@
+r"""XNOR-Net (BiBench version): scaled signs of weights and activations, clipped STE.
+
+Forward and pseudo-gradient (scales detached; sign(0) = +1)::
+
+    weights:      W_b = alpha_c * sign(W)     alpha_c = mean|W| over output channel c
+                  dW_b/dW := alpha_c * 1[|W| <= 1]
+    activations:  a_b = beta_n * sign(a)      beta_n = mean|a| over (H, W, C) of sample n
+                  da_b/da := beta_n * 1[|a| <= 1]
+
+Quantizers: :class:`~suites.binarization._quantizers.ChannelScaledSign` for kernels and
+:class:`~suites.binarization._quantizers.SampleScaledSign` for inputs. Both are 1-bit: the scales
+multiply the XNOR-popcount result once per output value, so the complexity track counts the binary
+layers at 1 bit / 1 bit. Deviation from the paper, as in BiBench: one activation scale per sample
+instead of XNOR-Net's per-position K map.
+
+Paper: Rastegari, Ordonez, Redmon & Farhadi, "XNOR-Net: ImageNet Classification Using Binary
+Convolutional Neural Networks", ECCV 2016 (https://arxiv.org/abs/1603.05279).
+"""
+
+from __future__ import annotations
+
+from effbench.operators import OperatorMethod
+from effbench.registry import Paper, Taxonomy, register_method
+from suites.binarization._quantizers import XNOR_NET_URL, ChannelScaledSign, SampleScaledSign
+
+
+@register_method(
+    "xnor",
+    suite="binarization",
+    kind="operator",
+    paper=Paper(
+        "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks", 2016, XNOR_NET_URL
+    ),
+    summary="per-channel mean|W| * sign(W) and per-sample mean|a| * sign(a), clipped STE (BiBench version)",
+    taxonomy=Taxonomy(weight_bits=1, activation_bits=1, applied="training", data="labelled"),
+)
+class XNORNet(OperatorMethod):
+    def input_quantizer(self) -> SampleScaledSign:
+        return SampleScaledSign()
+
+    def kernel_quantizer(self) -> ChannelScaledSign:
+        return ChannelScaledSign()
