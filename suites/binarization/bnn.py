@@ -29,8 +29,7 @@ from effbench.registry import Paper, Taxonomy, register_method
     suite="binarization",
     kind="operator",
     paper=Paper(
-        "Binarized Neural Networks: Training Deep Neural Networks with Weights and Activations "
-        "Constrained to +1 or -1",
+        "Binarized Neural Networks: Training Deep Neural Networks with Weights and Activations Constrained to +1 or -1",
         2016,
         "https://arxiv.org/abs/1602.02830",
     ),

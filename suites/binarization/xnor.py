@@ -28,9 +28,7 @@ from suites.binarization._quantizers import XNOR_NET_URL, ChannelScaledSign, Sam
     "xnor",
     suite="binarization",
     kind="operator",
-    paper=Paper(
-        "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks", 2016, XNOR_NET_URL
-    ),
+    paper=Paper("XNOR-Net: ImageNet Classification Using Binary Convolutional Neural Networks", 2016, XNOR_NET_URL),
     summary="per-channel mean|W| * sign(W) and per-sample mean|a| * sign(a), clipped STE (BiBench version)",
     taxonomy=Taxonomy(weight_bits=1, activation_bits=1, applied="training", data="labelled"),
 )
