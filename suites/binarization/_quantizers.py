@@ -19,6 +19,9 @@ XNOR-Net count it; the scale multiply itself is not counted (it is O(outputs), n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 from effbench.tf import tf
 
 # isort: split
@@ -54,10 +57,8 @@ class _ScaledSign(larq.quantizers._BaseQuantizer):
     """A detached positive scale times the clipped-STE sign; subclasses pick the scale."""
 
     precision = 1
-
-    @staticmethod
-    def scale(inputs: tf.Tensor) -> tf.Tensor:
-        raise NotImplementedError
+    # The detached scale of a tensor (mean_abs_per_output_channel or mean_abs_per_sample).
+    scale: ClassVar[Callable[[tf.Tensor], tf.Tensor]]
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         outputs = self.scale(inputs) * clipped_ste_sign(inputs)
