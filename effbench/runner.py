@@ -17,6 +17,7 @@ one after another; :mod:`effbench.executors` has the Ray one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sys
 import tempfile
@@ -36,7 +37,7 @@ from effbench.progress import ProgressLine
 from effbench.recipe import Recipe, distribution_strategy
 from effbench.records import Record, ResultStore, describe_files, write_json_atomically
 from effbench.registry import METHODS, TASKS, TRACKS
-from effbench.tasks.base import Task
+from effbench.tasks.base import Splits, Task, cache_dir, data_dir
 from effbench.tf import keras
 from effbench.track import MeasureContext
 from effbench.training import TrainContext, reset_peak_memory, training_stats
@@ -222,7 +223,7 @@ class JobRunner:
 
     def _train_context(self, task: Task, training: TrainingConfig) -> TrainContext:
         recipe = task.recipe(training.budget)
-        splits = task.load().for_run(training.seed, recipe.max_train_samples)
+        splits = loaded_splits(task).for_run(training.seed, recipe.max_train_samples)
         return TrainContext(task, splits, recipe, training.seed, training.budget)
 
     def _artifact(self, method: Method, context: TrainContext, training: TrainingConfig) -> Artifact:
@@ -312,6 +313,18 @@ def save_job(store: ResultStore, computed: ComputedJob, log: Log) -> JobResult:
     return result
 
 
+def loaded_splits(task: Task) -> Splits:
+    """The task's splits, read and checked once per process (every job and retraining reuses them)."""
+    return _splits_of(task.spec.slug, str(data_dir()), str(cache_dir()))
+
+
+@functools.lru_cache(maxsize=2)
+def _splits_of(slug: str, data_folder: str, cache_folder: str) -> Splits:
+    # The folders are part of the key so a changed EFFBENCH_DATA / EFFBENCH_CACHE is read afresh;
+    # two entries keep memory bounded (a CIFAR split set is ~700 MB as float32).
+    return TASKS.get(slug).factory().load()
+
+
 def train(method: Method, context: TrainContext) -> Artifact:
     """Seed everything, run the method, and note what its training used."""
     # Automatic layer names (dense, dense_1, ...) count the layers this process built before; restarting
@@ -327,7 +340,7 @@ def train(method: Method, context: TrainContext) -> Artifact:
 
 def retrain(method: Method, context: TrainContext, recipe: Recipe) -> Artifact:
     """The same method, task and seed under another recipe (for the sensitivity sub-track)."""
-    splits = context.task.load().for_run(context.seed, recipe.max_train_samples)
+    splits = loaded_splits(context.task).for_run(context.seed, recipe.max_train_samples)
     return train(method, replace(context, recipe=recipe, splits=splits))
 
 

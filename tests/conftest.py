@@ -57,3 +57,20 @@ def toy_methods():
     yield
     for slug in ("toy-dense", "toy-halved", "toy-broken"):
         METHODS.remove(slug)
+
+
+def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir) -> None:
+    """``slug`` runs on digits after its FP32 twin (resnet-cifar) and reports top1 / fp32_top1."""
+    import pytest
+
+    from effbench.method import MethodRef
+    from effbench.records import ResultStore
+    from effbench.runner import execute_plan, make_plan
+
+    store = ResultStore(store_dir)
+    jobs = make_plan([MethodRef(slug)], ["digits"], [0], ["accuracy"], "smoke", store)
+    assert [str(job.training.method) for job in jobs] == ["resnet-cifar", slug]
+    results = execute_plan(jobs, store, log=lambda _: None)
+    assert not any(result.failures for result in results)
+    metrics = {m.name: m.value for m in results[1].records[0].metrics}
+    assert metrics["top1_relative"] == pytest.approx(metrics["top1"] / metrics["fp32_top1"])

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from effbench.method import MethodRef
-from effbench.records import ResultStore
 from effbench.registry import METHODS, TASKS, load_builtin_entries
-from effbench.runner import execute_plan, make_plan
 from effbench.tf import keras, tf
 from suites.binarization._quantizers import ChannelScaledSign, SampleScaledSign
+from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -180,10 +179,4 @@ def test_a_binarized_model_saves_and_reloads(slug, binarized_models, tmp_path):
 
 
 def test_xnor_runs_through_the_runner_and_reports_its_ratio_to_the_fp32_twin(tmp_path):
-    store = ResultStore(tmp_path)
-    jobs = make_plan([MethodRef("xnor")], ["digits"], [0], ["accuracy"], "smoke", store)
-    assert [str(job.training.method) for job in jobs] == ["resnet-cifar", "xnor"]
-    results = execute_plan(jobs, store, log=lambda _: None)
-    assert not any(result.failures for result in results)
-    metrics = {m.name: m.value for m in results[1].records[0].metrics}
-    assert metrics["top1_relative"] == pytest.approx(metrics["top1"] / metrics["fp32_top1"])
+    assert_operator_reports_ratio_to_fp32_twin("xnor", tmp_path)

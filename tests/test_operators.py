@@ -4,13 +4,10 @@ import larq
 import numpy as np
 import pytest
 
-from effbench.method import MethodRef
 from effbench.operators import OperatorMethod, binarize, binarized_layer_names
-from effbench.records import ResultStore
 from effbench.registry import METHODS, TASKS, register_method
-from effbench.runner import execute_plan, make_plan
 from effbench.tf import keras, tf
-from tests.conftest import TOY_PAPER
+from tests.conftest import TOY_PAPER, assert_operator_reports_ratio_to_fp32_twin
 from tracks.complexity import count_complexity
 
 
@@ -123,10 +120,4 @@ def test_the_backbone_option_picks_what_is_binarized_and_is_the_fp32_twin(toy_op
 
 
 def test_an_operator_runs_through_the_runner_and_reports_its_ratio_to_the_fp32_twin(tmp_path, toy_operator):
-    store = ResultStore(tmp_path)
-    jobs = make_plan([MethodRef("toy-sign")], ["digits"], [0], ["accuracy"], "smoke", store)
-    assert [str(job.training.method) for job in jobs] == ["resnet-cifar", "toy-sign"]
-    results = execute_plan(jobs, store, log=lambda _: None)
-    assert not any(result.failures for result in results)
-    metrics = {m.name: m.value for m in results[1].records[0].metrics}
-    assert metrics["top1_relative"] == pytest.approx(metrics["top1"] / metrics["fp32_top1"])
+    assert_operator_reports_ratio_to_fp32_twin("toy-sign", tmp_path)
