@@ -36,7 +36,8 @@ ordinary initialisation; a trained one is fine-tuned). Rules, beyond the swap it
 
 :class:`OperatorMethod` is the base of every operator method (kind ``operator``): a subclass names its
 quantizers; ``run`` builds the task's default backbone (or the ``backbone`` option), binarizes it and
-trains it with the task's recipe; its FP32 twin is that backbone, so the accuracy track reports
+trains it with the task's recipe, advancing the schedules of :mod:`effbench.schedule` every epoch; its FP32
+twin is that backbone, so the accuracy track reports
 ``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative accuracy).
 """
 
@@ -54,10 +55,15 @@ import larq
 
 from effbench.method import ArchitectureMethod, Artifact, Method, MethodRef
 from effbench.registry import TaskSpec
+from effbench.schedule import EpochSchedule
 from effbench.training import TrainContext, fit
 
 # A larq quantizer: a registered name ("ste_sign"), a quantizer object, or a function of a tensor.
 Quantizer = str | keras.layers.Layer | Callable[[tf.Tensor], tf.Tensor]
+# Builds a binary layer from its larq class and the config binarize filled in.
+BinaryLayerFactory = Callable[[type, dict[str, Any]], keras.layers.Layer]
+# A replacement for a non-binarized layer of the float model, or None to apply binarize's rules.
+LayerReplacement = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 
 HARD_TANH = "hard_tanh"  # larq.activations.hard_tanh, registered with Keras when larq is imported
 RELU_NAMES = ("relu", "relu6")
@@ -70,20 +76,34 @@ LARQ_COUNTERPARTS: dict[type, tuple[type, str, str]] = {
 }
 
 
+def larq_layer(larq_class: type, config: dict[str, Any]) -> keras.layers.Layer:
+    """The default binary layer: the larq counterpart itself."""
+    return larq_class(**config)
+
+
 def binarize(
     model: keras.Model,
     input_quantizer: Quantizer,
     kernel_quantizer: Quantizer,
     kernel_constraint: str | None = "weight_clip",
+    binary_layer: BinaryLayerFactory = larq_layer,
+    replace_layer: LayerReplacement | None = None,
 ) -> keras.Model:
     """A copy of the functional ``model`` with every conv / dense layer but the first and last binarized.
 
-    See the module docstring for the rules. Raises ``ValueError`` for layers the protocol cannot
-    binarize, and for models with fewer than three conv / dense layers (nothing would be binarized).
+    See the module docstring for the rules. ``binary_layer`` builds each binary layer from its larq class
+    and config (a method returns a subclass with, say, a learned output scale); ``replace_layer`` may
+    return a replacement for any other layer (a method's binary attention, RPReLU), or ``None`` to keep
+    the rules. Weights are carried over by name; a replacement's extra weights keep their initial values.
+    Raises ``ValueError`` for layers the protocol cannot binarize, and for models with fewer than three
+    conv / dense layers (nothing would be binarized).
     """
     binary = set(binarized_layer_names(model))
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        replacement = replace_layer(layer) if replace_layer and layer.name not in binary else None
+        if replacement is not None:
+            return replacement
         if _is_relu_layer(layer):
             return keras.layers.Activation(HARD_TANH, name=layer.name)
         config = layer.get_config()
@@ -99,12 +119,29 @@ def binarize(
         })  # fmt: skip
         if config.get("padding") == "same":
             config["pad_values"] = 1.0
-        return larq_class(**config)
+        return binary_layer(larq_class, config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        copy.get_layer(layer.name).set_weights(layer.get_weights())
+        transfer_weights(layer, copy.get_layer(layer.name))
     return copy
+
+
+def transfer_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
+    """Copy each of ``source``'s weights into ``target``'s weight of the same name.
+
+    ``target`` may hold more weights than ``source`` (a learned scale, a quantizer's shift), which keep
+    their initial values; a ``source`` weight with no same-named, same-shaped counterpart is an error.
+    """
+    targets = {weight.name: weight for weight in target.weights}
+    for weight in source.weights:
+        counterpart = targets.get(weight.name)
+        if counterpart is None or counterpart.shape != weight.shape:
+            raise ValueError(
+                f"layer '{target.name}' has no weight '{weight.name}' of shape {tuple(weight.shape)} "
+                f"to receive layer '{source.name}''s (it has {sorted(targets)})"
+            )
+        counterpart.assign(weight)
 
 
 def binarized_layer_names(model: keras.Model) -> list[str]:
@@ -180,6 +217,18 @@ class OperatorMethod(Method):
         """Constraint on the latent kernels (see the module docstring); ``None`` for none."""
         return "weight_clip"
 
+    def binary_layer(self, larq_class: type, config: dict[str, Any]) -> keras.layers.Layer:
+        """Each binary layer, from its larq class and config; override to add, say, a learned scale."""
+        return larq_layer(larq_class, config)
+
+    def replace_layer(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        """A replacement for a non-binarized layer of the backbone, or ``None`` (binarize's rules)."""
+        return None
+
+    def callbacks(self, model: keras.Model, context: TrainContext) -> list[keras.callbacks.Callback]:
+        """Extra training callbacks (logging a method's indicators as curves); the schedule is added anyway."""
+        return []
+
     def backbone(self, task_default_backbone: str) -> str:
         return self.options["backbone"] or task_default_backbone
 
@@ -189,11 +238,15 @@ class OperatorMethod(Method):
         if not isinstance(backbone, ArchitectureMethod):
             raise ValueError(f"backbone '{backbone.spec.slug}' is a {backbone.spec.kind}, not an architecture")
         float_model = backbone.build(task.input_shape, task.num_classes)
-        return binarize(float_model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint())
+        return binarize(
+            float_model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
+            binary_layer=self.binary_layer, replace_layer=self.replace_layer,
+        )  # fmt: skip
 
     def run(self, context: TrainContext) -> Artifact:
         model = self.build(context.task.spec)
-        history, seconds = fit(model, context)
+        callbacks = [EpochSchedule(context.recipe.epochs), *self.callbacks(model, context)]
+        history, seconds = fit(model, context, callbacks=callbacks)
         return Artifact(model=model, history=history, train_seconds=seconds)
 
     def fp32_twin(self, task_default_backbone: str) -> str:

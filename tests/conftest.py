@@ -59,8 +59,8 @@ def toy_methods():
         METHODS.remove(slug)
 
 
-def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir) -> None:
-    """``slug`` runs on digits after its FP32 twin (resnet-cifar) and reports top1 / fp32_top1."""
+def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir, twin: str = "resnet-cifar", task: str = "digits"):
+    """``slug`` runs on ``task`` after its FP32 ``twin`` and reports top1 / fp32_top1; returns its metrics."""
     import pytest
 
     from effbench.method import MethodRef
@@ -68,9 +68,10 @@ def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir) -> None:
     from effbench.runner import execute_plan, make_plan
 
     store = ResultStore(store_dir)
-    jobs = make_plan([MethodRef(slug)], ["digits"], [0], ["accuracy"], "smoke", store)
-    assert [str(job.training.method) for job in jobs] == ["resnet-cifar", slug]
+    jobs = make_plan([MethodRef.parse(slug)], [task], [0], ["accuracy"], "smoke", store)
+    assert [str(job.training.method) for job in jobs] == [twin, slug]
     results = execute_plan(jobs, store, log=lambda _: None)
     assert not any(result.failures for result in results)
     metrics = {m.name: m.value for m in results[1].records[0].metrics}
     assert metrics["top1_relative"] == pytest.approx(metrics["top1"] / metrics["fp32_top1"])
+    return metrics

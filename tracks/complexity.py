@@ -24,6 +24,9 @@ depth multiplier :math:`m`, and :math:`S_{in}, S_{out}` the input/output spatial
   T_v` query/key/value positions: the four projections (kernel size × positions each) plus
   :math:`h T_q T_k d_k` for :math:`QK^T` and :math:`h T_q T_k d_v` for :math:`AV`
 * larq ``Quant*`` layers: as their float counterparts (they subclass them). Embedding: 0 (a lookup).
+* A layer with an ``effbench_cost(input_shapes, output_shapes)`` method counts itself: it returns
+  (MACs, elementwise ops) per example from the call's shapes (batch axis included, ignored), as the
+  tiny transformer's attention cores do for :math:`QK^T` and :math:`AV`.
 
 FLOPs = 2·MACs + bias adds + elementwise ops
 --------------------------------------------
@@ -367,6 +370,13 @@ def _attention(layer: keras.layers.Layer, call: _Call) -> Cost:
     return macs, extra
 
 
+def _declared_cost(layer: keras.layers.Layer, call: _Call) -> Cost:
+    """A layer that counts itself: ``effbench_cost(input_shapes, output_shapes) -> (MACs, elementwise)``."""
+    inputs = [_known(shape, layer) for shape in call.inputs]
+    outputs = [_known(shape, layer) for shape in call.outputs]
+    return layer.effbench_cost(inputs, outputs)
+
+
 def _per_element(cost: int) -> Callable[[keras.layers.Layer, _Call], Cost]:
     def count(layer: keras.layers.Layer, call: _Call) -> Cost:
         return 0, cost * _out_elements(layer, call)
@@ -448,6 +458,8 @@ def _cost_function(layer: keras.layers.Layer) -> Callable[[keras.layers.Layer, _
         _COST_TABLE = _cost_table()
     if is_tfmot_quantize_layer(layer):
         return _free
+    if hasattr(layer, "effbench_cost"):
+        return _declared_cost
     for classes, function in _COST_TABLE:
         if isinstance(layer, classes):
             return function
