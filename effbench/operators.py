@@ -138,8 +138,8 @@ def transfer_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> 
         counterpart = targets.get(weight.name)
         if counterpart is None or counterpart.shape != weight.shape:
             raise ValueError(
-                f"layer '{target.name}' has no weight '{weight.name}' of shape {tuple(weight.shape)} "
-                f"to receive layer '{source.name}''s (it has {sorted(targets)})"
+                f"weight '{weight.name}' of shape {tuple(weight.shape)} of the float layer '{source.name}' has no "
+                f"counterpart in the binary layer '{target.name}', whose weights are {sorted(targets)}"
             )
         counterpart.assign(weight)
 

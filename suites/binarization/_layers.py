@@ -1,9 +1,12 @@
 r"""Binary layers with a learned output scale, shared by the operators that learn one.
 
 XNOR-Net++, ReCU and BiPer replace XNOR-Net's *computed* scale by a *learned* one that multiplies the
-binary convolution's output (before the bias and the activation):
+binary convolution's output, before the activation:
 
-.. math::  y = \phi\big(\Gamma \odot \operatorname{conv}(q_a(x), q_w(W)) + b\big)
+.. math::  y = \phi\big(\Gamma \odot (\operatorname{conv}(q_a(x), q_w(W)) + b)\big)
+
+(the bias inside the scale is a reparametrisation of :math:`\Gamma \odot \operatorname{conv} + b'`; the
+backbones' binary convolutions have no bias, a batch norm follows them).
 
 * ``output_scale="channel"``: :math:`\Gamma = \alpha`, one learned factor per output channel
   (ReCU, BiPer; initialised to 1).
@@ -39,6 +42,7 @@ class _OutputScaled:
         self.output_scale = output_scale
         # The scale goes before the activation, so the base layer runs without one.
         self.post_activation = keras.activations.get(activation)
+        self.activation_config = activation if isinstance(activation, str) or activation is None else None
 
     def build(self, input_shape: tf.TensorShape) -> None:
         super().build(input_shape)
@@ -64,7 +68,8 @@ class _OutputScaled:
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(output_scale=self.output_scale, activation=keras.activations.serialize(self.post_activation))
+        activation = self.activation_config or keras.activations.serialize(self.post_activation)
+        config.update(output_scale=self.output_scale, activation=activation)
         return config
 
 
