@@ -16,7 +16,7 @@ from effbench.track import Metric
 # Modules that add a subcommand of their own: each has ``add_command(subparsers)``, which adds a parser
 # whose ``handler`` default takes the parsed arguments and returns the exit status.
 COMMAND_MODULES: tuple[str, ...] = (
-    "effbench.submission", "effbench.reproduce", "leaderboard.command", "effbench.merge",
+    "effbench.submission", "effbench.reproduce", "leaderboard.command", "effbench.merge", "effbench.paper_results",
 )
 
 
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = commands.add_parser("table", help="the results table, one row per (method, task)")
     table.add_argument("--out", type=Path, nargs="+", default=[Path("results")], help="result folders")
     table.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
-    table.add_argument("--suite", help="only methods of this suite")
+    table.add_argument("--suite", help="only methods of this suite; without --track, the suite's summary "
+                       "(accuracy and its ratio to the FP32 twin, BOPs, packed size, LCE size and latency)")
     table.add_argument("--task", help="only this task")
     table.add_argument("--track", help="only this track, with its scoped metrics as <scope>/<metric> columns")
     table.set_defaults(handler=command_table)
@@ -153,7 +154,7 @@ def _executor(args: argparse.Namespace):
 
 
 def command_table(args: argparse.Namespace) -> int:
-    from leaderboard.tables import format_table, load_results, results_table
+    from leaderboard.tables import format_table, load_results, results_table, suite_summary
 
     tidy = load_results(*args.out)
     if not tidy.empty and args.suite:
@@ -163,6 +164,9 @@ def command_table(args: argparse.Namespace) -> int:
     if tidy.empty:
         print(f"no records in {', '.join(map(str, args.out))}", file=sys.stderr)
         return 1
+    if args.suite and not args.track:
+        print(format_table(suite_summary(tidy, args.suite), args.format))
+        return 0
     table = results_table(tidy, args.track)
     if table.empty:
         print(f"no numeric metrics for track '{args.track}' in {', '.join(map(str, args.out))}", file=sys.stderr)

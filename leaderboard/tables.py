@@ -452,6 +452,70 @@ def format_table(table: pd.DataFrame, fmt: str) -> str:
     return readable.to_string(index=False)
 
 
+# ------------------------------------------------------------------------------------- suite summary
+
+# The BiBench-style summary of a suite: column -> (scope, metric). Accuracy and its ratio to the FP32 twin,
+# the complexity track's BOPs and packed size, the edge track's LCE file and 1-thread latencies of the LCE
+# model and of the float32 TFLite model of the same network, and the training time.
+SUMMARY_METRICS: dict[str, tuple[str, str]] = {
+    "top1": ("", "top1"),
+    "fp32_top1": ("", "fp32_top1"),
+    "top1_relative": ("", "top1_relative"),
+    "bops": ("", "bops"),
+    "packed_bytes": ("", "size_bytes"),
+    "lce_bytes": ("lce", "size_bytes"),
+    "lce_t1_ms": ("lce", "lce_t1_median_ms"),
+    "float32_t1_ms": ("float32", "litert_t1_median_ms"),
+    "lce_agreement": ("lce", "agreement"),
+    "train_seconds": ("", "train_seconds"),
+}
+SUMMARY_KEYS = ["task", "method", "variant"]
+
+
+def suite_summary(tidy: pd.DataFrame, suite: str) -> pd.DataFrame:
+    """One row per (task, method, variant) of ``suite``'s measured runs: :data:`SUMMARY_METRICS` as
+    'mean ± std' over seeds, ``seeds``, ``lce`` (``converted``, or the converter's error where LCE
+    refused the model, or empty where the edge track did not run), and ``hardware``.
+
+    Sorted by task, then relative accuracy, best first. Paper values are left out (they are not runs).
+    """
+    rows = tidy[(tidy["suite"] == suite) & ~is_reference(tidy)] if not tidy.empty else tidy
+    columns = [*SUMMARY_KEYS, *SUMMARY_METRICS, "seeds", "lce", "hardware"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    wanted = {(scope, metric): name for name, (scope, metric) in SUMMARY_METRICS.items()}
+    keys = list(zip(rows["scope"], rows["metric"], strict=True))
+    picked = rows.assign(column=[wanted.get(key) for key in keys]).dropna(subset=["column"])
+    picked = picked.assign(number=pd.to_numeric(picked["value"], errors="coerce")).dropna(subset=["number"])
+    per_seed = picked.pivot_table(index=[*SUMMARY_KEYS, "seed"], columns="column", values="number", aggfunc="mean")
+    groups = per_seed.groupby(level=SUMMARY_KEYS)
+    present = [name for name in SUMMARY_METRICS if name in per_seed.columns]
+    table = pd.DataFrame({
+        name: [mean_std_text(m, s) for m, s in zip(groups[name].mean(), groups[name].std(), strict=True)]
+        for name in present
+    }, index=groups[present[0]].mean().index)  # fmt: skip
+    table = table.assign(seeds=groups.size(), lce=_lce_outcomes(rows), hardware=_hardware(rows))
+    table["sort_key"] = groups["top1_relative"].mean() if "top1_relative" in present else 0.0
+    table = table.reset_index().sort_values(["task", "sort_key"], ascending=[True, False], kind="stable")
+    return table.reindex(columns=columns).fillna("").reset_index(drop=True)
+
+
+def _lce_outcomes(rows: pd.DataFrame) -> pd.Series:
+    """Per run: 'converted' where every seed's LCE conversion worked, else the first converter error."""
+    lce = rows[rows["scope"] == "lce"]
+    errors = lce[lce["metric"] == "converter_error"].groupby(SUMMARY_KEYS)["value"].first()
+    converted = lce[lce["metric"] == "converted"].groupby(SUMMARY_KEYS)["value"].min()
+    outcome = converted.map(lambda v: "converted" if float(v) == 1 else "failed")
+    return outcome.where(~outcome.index.isin(errors.index), "failed: " + errors.reindex(outcome.index).astype(str))
+
+
+def _hardware(rows: pd.DataFrame) -> pd.Series:
+    """Per run, the hardware of its timed records (edge, training_cost); all hardware seen otherwise."""
+    timed = rows[rows["track"].isin(["edge", "training_cost"])]
+    source = timed if not timed.empty else rows
+    return source.groupby(SUMMARY_KEYS)["hardware"].agg(lambda labels: "; ".join(sorted(set(labels))))
+
+
 # ---------------------------------------------------------------------------------------------- pareto
 
 

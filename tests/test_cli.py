@@ -64,3 +64,15 @@ def test_list_shows_one_row_per_entry_slug_first(capsys):
     assert main(["list", "tracks"]) == 0
     assert {"accuracy", "complexity"} <= {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
     assert main(["list", "methods", "zzz*"]) == 1
+
+
+def test_table_of_a_suite_prints_its_summary_and_with_a_track_the_track_table(tmp_path, capsys):
+    from tests.test_leaderboard_tables import binarization_runs, save_all
+
+    save_all(tmp_path, binarization_runs("bnn", [0.8, 0.9]))
+    assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--format", "csv"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert header.startswith("task,method,variant,top1,fp32_top1,top1_relative,bops,packed_bytes,lce_bytes")
+    assert row.startswith("digits,bnn,,0.85 ± 0.07,0.98,")
+    assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--track", "edge", "--format", "csv"]) == 0
+    assert "lce/lce_t1_median_ms" in capsys.readouterr().out.splitlines()[0]

@@ -293,3 +293,48 @@ def test_compare_puts_two_to_four_methods_side_by_side():
     for wrong in (["mlp"], ["a", "b", "c", "d", "e"]):
         with pytest.raises(ValueError, match="2 to 4"):
             tables.compare_table(overview, wrong)
+
+
+# ------------------------------------------------------------------------------------------- suite summary
+
+
+def binarization_runs(method, top1s, lce_converted=True, **fields):
+    """Accuracy, complexity and edge records of one method over seeds, in the binarization suite."""
+    records = []
+    for seed, top1 in enumerate(top1s):
+        accuracy = [Metric("top1", top1, "ratio"), Metric("fp32_top1", 0.98, "ratio"),
+                    Metric("top1_relative", top1 / 0.98, "ratio")]  # fmt: skip
+        complexity = [Metric("bops", 1.2e7, "count"), Metric("size_bytes", 49_000, "byte"),
+                      Metric("bops", 5e6, "count", "conv")]  # fmt: skip
+        edge = [Metric("converted", 1, "bool", "float32"), Metric("litert_t1_median_ms", 0.1, "ms", "float32"),
+                Metric("converted", int(lce_converted), "bool", "lce")]  # fmt: skip
+        if lce_converted:
+            edge += [Metric("size_bytes", 64_000 + seed, "byte", "lce"), Metric("lce_t1_median_ms", 0.3, "ms", "lce"),
+                     Metric("agreement", 1.0, "ratio", "lce")]  # fmt: skip
+        else:
+            edge.append(Metric("converter_error", "ternary weights are not binary", "text", "lce"))
+        for track, metrics in (("accuracy", accuracy), ("complexity", complexity), ("edge", edge)):
+            records.append(make_record(method, seed=seed, track=track, suite="binarization", metrics=metrics, **fields))
+    return records
+
+
+def test_suite_summary_gives_the_bibench_columns_per_method_best_relative_accuracy_first():
+    records = [*binarization_runs("bnn", [0.80, 0.82, 0.84]), *binarization_runs("xnor", [0.90, 0.90, 0.90])]
+    records += binarization_runs("bitnet158", [0.95], lce_converted=False)
+    records.append(make_record("resnet-cifar", top1=0.98))  # the twin: another suite, not listed
+    summary = tables.suite_summary(tables.records_frame(records), "binarization")
+    assert summary["method"].tolist() == ["bitnet158", "xnor", "bnn"]
+    bnn = summary.set_index("method").loc["bnn"]
+    assert bnn["top1"] == "0.82 ± 0.02" and bnn["fp32_top1"] == "0.98" and bnn["seeds"] == 3
+    assert bnn["top1_relative"] == "0.84 ± 0.02"
+    assert (bnn["bops"], bnn["packed_bytes"], bnn["lce_t1_ms"], bnn["float32_t1_ms"]) == ("12M", "49K", "0.3", "0.1")
+    assert bnn["lce_bytes"] == "64K ± 1" and bnn["lce"] == "converted" and bnn["hardware"] == "cpu-a, 2 threads"
+    bitnet = summary.set_index("method").loc["bitnet158"]
+    assert bitnet["lce"] == "failed: ternary weights are not binary" and bitnet["lce_t1_ms"] == ""
+
+
+def test_suite_summary_leaves_paper_values_out_and_is_empty_for_an_unknown_suite():
+    records = binarization_runs("bnn", [0.8]) + [make_record("bnn", top1=0.85, suite="binarization", source="paper: X")]
+    frame = tables.records_frame(records)
+    assert tables.suite_summary(frame, "binarization")["top1"].tolist() == ["0.8"]
+    assert tables.suite_summary(frame, "pruning").empty
