@@ -53,11 +53,11 @@ def string_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(3)(round_trip))
 
 
-def measure(model: keras.Model, splits: Splits | None, files_dir=None) -> dict[tuple[str, str], object]:
-    """(scope, metric) -> value of one run of the edge track under the tiny timing policy."""
+def measure(model: keras.Model, splits: Splits | None, files_dir=None, track=edge.EdgeTrack) -> dict:
+    """(scope, metric) -> value of one run of the edge track (or ``track``) under the tiny timing policy."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(edge, "TIMING_POLICY", TINY_POLICY)
-        metrics = edge.EdgeTrack().measure(MeasureContext(model=model, splits=splits, files_dir=files_dir))
+        metrics = track().measure(MeasureContext(model=model, splits=splits, files_dir=files_dir))
     assert all(isinstance(m, Metric) for m in metrics)
     return {(m.scope, m.name): m.value for m in metrics}
 
@@ -125,6 +125,15 @@ def test_larq_model_also_converts_with_lce_and_agrees_with_keras(larq_run):
     assert values[("lce", "lce_t1_median_ms")] > 0 and values[("lce", "lce_t2_median_ms")] > 0
     assert values[("lce", "runtime")].startswith("Larq Compute Engine ")
     assert values[("float32", "agreement")] == 1.0
+
+
+def test_edge_lce_measures_only_the_float32_and_lce_pair_with_the_edge_tracks_metrics(larq_run, tmp_path):
+    full, _ = larq_run
+    values = measure(larq_model(), fake_splits(), tmp_path, track=edge.EdgeLceTrack)
+    assert {scope for scope, _ in values} == {"", "float32", "lce"}
+    assert {key for key in full if key[0] in ("float32", "lce")} == {key for key in values if key[0]}
+    assert values[("lce", "converted")] == 1 and values[("lce", "agreement")] == 1.0
+    assert TRACKS.get("edge-lce").spec.needs_task_data is False
 
 
 def test_a_model_the_converter_rejects_is_recorded_not_raised():

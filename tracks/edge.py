@@ -23,6 +23,9 @@ The model is converted into the variants of :mod:`tracks._tflite` (``float32``, 
   the Keras model's argmax (1.0 = conversion changed no decision).
 - ``run_error`` (text): a variant that converted but that its interpreter could not run.
 
+The ``edge-lce`` track measures only ``float32`` and ``lce`` (the pair a binarization sweep compares),
+with the same metrics and scopes.
+
 The ``int8`` variant also records ``calibration`` (text) and ``calibration_samples`` (count): the first
 128 inputs of the run's training split (whose order depends on the run's seed), or, for a bare model
 with no task, 128 standard-normal noise inputs drawn with a fixed seed (calibrating on noise gives
@@ -41,6 +44,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -157,19 +161,40 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     needs_task_data=False,
 )
 class EdgeTrack(Track):
+    # The TFLite variants converted and measured; LCE is added for models with larq layers.
+    variants: ClassVar[tuple[str, ...]] = _tflite.TFLITE_VARIANTS
+
     def measure(self, context: MeasureContext) -> list[Metric]:
         model = context.model
         data = _tflite.calibration(model, context.splits)
         inputs = track_inputs(context, data)
         with_lce = _tflite.has_larq_layers(model)
-        metrics = runtime_metrics(with_lce) + calibration_metrics(data)
-        for variant in _tflite.TFLITE_VARIANTS:
+        metrics = runtime_metrics(with_lce)
+        if "int8" in self.variants:
+            metrics += calibration_metrics(data)
+        for variant in self.variants:
             convert = functools.partial(_tflite.convert, model, variant, data)
             metrics += measure_variant(variant, convert, LITERT, inputs, context)
         if with_lce:
             convert = functools.partial(_tflite.convert_lce, model)
             metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
         return metrics
+
+
+@register_track(
+    "edge-lce",
+    summary="the binary deployment pair: LCE model and the float32 TFLite model of the same network",
+    needs_task_data=False,
+)
+class EdgeLceTrack(EdgeTrack):
+    """The edge track cut to what a binarization sweep compares: ``float32`` (LiteRT, XNNPACK) and ``lce``.
+
+    The same metrics, under the same scopes, as :class:`EdgeTrack` for those two variants; the float16,
+    dynamic-range and int8 conversions (a third of a binary model's edge run, on two CPU cores) are
+    left out. A model without larq layers gets ``float32`` only.
+    """
+
+    variants = ("float32",)
 
 
 # --- phone measurements: the output of TFLite's benchmark_model ---------------------------------
