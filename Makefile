@@ -7,7 +7,9 @@ BACKBONES := mlp vgg-small resnet-cifar mobilenetv2 simplenet
 
 BASELINE_TRACKS := accuracy complexity latency edge robustness training_cost
 
-.PHONY: setup demo test lint bench baselines
+BINARIZATION_TRACKS := accuracy complexity edge-lce training_cost
+
+.PHONY: setup demo test lint bench baselines binarization
 
 setup: $(VENV)/.installed
 
@@ -34,6 +36,14 @@ baselines: setup
 		--budget quick --seed 0 --out results/baselines
 	$(BIN)/effbench run --method mlp resnet-cifar --task digits mnist1d --track sensitivity \
 		--budget quick --seed 0 --out results/baselines
+
+# The committed binarization-suite records: every method of the suite (and its FP32 twin) on both embedded
+# tasks, 3 seeds, plus the papers' CIFAR-10 reference values.
+binarization: setup
+	$(BIN)/effbench run --suite binarization --task digits mnist1d --track $(BINARIZATION_TRACKS) \
+		--budget quick --seed 0 1 2 --out results/binarization
+	$(BIN)/effbench paper-records suites/binarization/paper_results.yaml --out results/binarization
+	$(BIN)/effbench table --suite binarization --out results/binarization --format markdown
 
 bench: setup
 	$(BIN)/python benchmarks/harness_overhead.py
