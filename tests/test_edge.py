@@ -9,7 +9,7 @@ from effbench.registry import TRACKS
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric
-from tracks import edge
+from tracks import _tflite, edge
 from tracks._timing import TimingPolicy
 
 # Enough calls to produce every timing metric, few enough to keep the file fast.
@@ -134,6 +134,18 @@ def test_edge_lce_measures_only_the_float32_and_lce_pair_with_the_edge_tracks_me
     assert {key for key in full if key[0] in ("float32", "lce")} == {key for key in values if key[0]}
     assert values[("lce", "converted")] == 1 and values[("lce", "agreement")] == 1.0
     assert TRACKS.get("edge-lce").spec.needs_task_data is False
+
+
+def test_subclasses_of_larq_layers_are_larq_models_too():
+    import larq
+
+    class ScaledDense(larq.layers.QuantDense):
+        pass
+
+    inputs = keras.Input((4,))
+    outputs = ScaledDense(2, input_quantizer="ste_sign", kernel_quantizer="ste_sign")(keras.layers.Dense(3)(inputs))
+    assert _tflite.has_larq_layers(keras.Model(inputs, outputs))
+    assert not _tflite.has_larq_layers(float_model())
 
 
 def test_a_model_the_converter_rejects_is_recorded_not_raised():

@@ -98,8 +98,14 @@ def convert_lce(model: keras.Model) -> bytes:
 
 
 def has_larq_layers(model: keras.Model) -> bool:
-    """True when any (nested) layer or quantizer of the model comes from larq."""
-    return any(type(module).__module__.startswith("larq.") for module in model.submodules)
+    """True when any (nested) layer or quantizer of the model is larq's or subclasses one of larq's.
+
+    Classes are matched by their module names along the MRO, so larq is imported only when a model uses it;
+    methods' own binary layers (a ``QuantConv2D`` with a learned scale) count too.
+    """
+    return any(
+        cls.__module__.startswith("larq.") for module in model.submodules for cls in type(module).__mro__
+    )
 
 
 def error_text(error: Exception) -> str:
