@@ -26,7 +26,10 @@ depth multiplier :math:`m`, and :math:`S_{in}, S_{out}` the input/output spatial
 * larq ``Quant*`` layers: as their float counterparts (they subclass them). Embedding: 0 (a lookup).
 * A layer with an ``effbench_cost(input_shapes, output_shapes)`` method counts itself: it returns
   (MACs, elementwise ops) per example from the call's shapes (batch axis included, ignored), as the
-  tiny transformer's attention cores do for :math:`QK^T` and :math:`AV`.
+  tiny transformer's attention cores do for :math:`QK^T` and :math:`AV`. Its BOPs are those MACs
+  times its bit widths, as for any layer, so a binary layer that computes fewer binary operations
+  than :math:`K \cdot C_{out}` per position declares them this way (MST-compression's
+  ``MSTQuantConv2D`` / ``MSTQuantDense``, ``suites/binarization/mst.py``; tested in ``tests/test_mst.py``).
 
 FLOPs = 2·MACs + bias adds + elementwise ops
 --------------------------------------------

@@ -100,3 +100,168 @@ class SampleScaledSign(_ScaledSign):
     """
 
     scale = staticmethod(mean_abs_per_sample)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Elastic (learned-step) activation quantizer, shared by ternary-nlg and binarydm-lmb.
+# ---------------------------------------------------------------------------------------------------------------
+
+ELASTIC_QUANT_URL = "https://arxiv.org/abs/2306.01841"  # Liu et al., "Binary and Ternary Natural Language Generation"
+
+
+def elastic_levels(bits: int) -> tuple[int, int]:
+    """(Q_n, Q_p) of a signed k-bit grid; 1 and 2 bits are the binary / ternary grid [-1, 1] (official code)."""
+    if bits <= 2:
+        return -1, 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def elastic_quantize(v: tf.Tensor, step: tf.Tensor, bits: int) -> tf.Tensor:
+    r"""alpha * q(v / alpha) with LSQ pseudo-gradients; ``step`` is the scalar alpha (a tensor, not a variable).
+
+    With :math:`u = v/\alpha` and :math:`g = 1/\sqrt{N Q_p}` (N elements of ``v``)::
+
+        bits == 1:  y = alpha * sign(v)                         dy/dv := 1[|u| <= 1]
+                                                                 dy/dalpha := g * sign(v)
+        bits >= 2:  y = alpha * clip(round(u), Q_n, Q_p)        dy/dv := 1[Q_n <= u <= Q_p]
+                                                                 dy/dalpha := g * (round(u) - u inside,
+                                                                              Q_n below, Q_p above)
+
+    sign(0) = +1; ``round`` is half-to-even (as ``torch.round``); alpha is floored at 1e-5.
+    """
+    low, high = elastic_levels(bits)
+
+    @tf.custom_gradient
+    def quantize(v: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+        alpha = tf.maximum(alpha, 1e-5)
+        u = v / alpha
+        q = larq.math.sign(u) if bits == 1 else tf.clip_by_value(tf.round(u), float(low), float(high))
+
+        def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            below, above = u < low, u > high
+            middle = tf.cast(tf.logical_not(below | above), v.dtype)
+            scale = tf.math.rsqrt(tf.cast(tf.size(v), v.dtype) * float(high))
+            if bits == 1:
+                local = q
+            else:
+                local = tf.where(below, float(low), tf.where(above, float(high), tf.round(u) - u))
+            return upstream * middle, tf.reduce_sum(upstream * local) * scale
+
+        return alpha * q, grad
+
+    return quantize(v, step)
+
+
+@larq.utils.register_keras_custom_object
+class ElasticQuantizer(larq.quantizers._BaseQuantizer):
+    r"""Elastic activation quantizer of Liu et al. (ACL 2023): a learned step and, optionally, a learned shift.
+
+    Forward, with learned scalar step :math:`\alpha` and learned per-channel shift :math:`\beta` (last axis;
+    the official code's ``LearnableBias`` ``move``, :math:`x + b` with :math:`b = -\beta`)::
+
+        x_q = alpha * q((x - beta) / alpha)       (q of :func:`elastic_quantize`: sign at 1 bit, the ternary
+                                                   grid at 2 bits, the signed k-bit grid above)
+
+    Pseudo-gradients: :func:`elastic_quantize` (LSQ, Esser et al., https://arxiv.org/abs/1902.08153);
+    beta receives minus the gradient of x. ``alpha`` starts at 1; :func:`initialize_elastic_steps` sets
+    it from data as the official code does on its first batch: :math:`2\,\mathrm{mean}|x| / \sqrt{Q_p}`.
+    ``precision`` is ``bits`` (2 for the ternary grid: a ternary value takes 2 bits packed).
+    """
+
+    def __init__(self, bits: int = 8, shift: bool = True, **kwargs):
+        if bits < 1:
+            raise ValueError(f"bits is {bits}, expected >= 1")
+        super().__init__(**kwargs)
+        self.bits = int(bits)
+        self.shift = bool(shift)
+        self.precision = self.bits
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.step = self.add_weight(name="elastic_step", shape=(), initializer="ones")
+        if self.shift:
+            self.offset = self.add_weight(name="elastic_offset", shape=(input_shape[-1],), initializer="zeros")
+        super().build(input_shape)
+
+    def centred(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs - self.offset if self.shift else inputs
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return super().call(elastic_quantize(self.centred(inputs), tf.convert_to_tensor(self.step), self.bits))
+
+    def initial_step(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The official data initialisation of alpha: 2 mean|x - beta| / sqrt(Q_p)."""
+        return 2.0 * tf.reduce_mean(tf.abs(self.centred(inputs))) / float(elastic_levels(self.bits)[1]) ** 0.5
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bits": self.bits, "shift": self.shift}
+
+
+def initialize_elastic_steps(model, x) -> None:
+    """Set every binary layer's :class:`ElasticQuantizer` step from its input on the batch ``x``."""
+    from effbench.tf import keras
+
+    layers = [layer for layer in model.layers if isinstance(getattr(layer, "input_quantizer", None), ElasticQuantizer)]
+    if not layers:
+        return
+    inputs = keras.Model(model.inputs, [layer.input for layer in layers])(x, training=False)
+    inputs = inputs if isinstance(inputs, list | tuple) else [inputs]
+    for layer, activation in zip(layers, inputs, strict=True):
+        layer.input_quantizer.step.assign(layer.input_quantizer.initial_step(activation))
+
+
+def apply_in_training(training: bool | tf.Tensor | None, function: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor):
+    """``function(x)`` when the layer runs in training mode, ``x`` itself otherwise (``None`` = inference).
+
+    For mechanisms that exist only while training (ReCU's per-sample activation standardisation,
+    FDA's noise adaptation): the inference graph, and so the converted edge model, never holds them.
+    ``training`` may be a Python bool or a symbolic tensor (Keras' call context passes either).
+    """
+    if training is None:
+        return x
+    return tf.__internal__.smart_cond.smart_cond(training, lambda: function(x), lambda: x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Std-normalised sign with the ApproxSign backward (BiPer; ReCU's activations in BiBench use the same rule).
+# Added by the BiPer implementation; keep this block self-contained.
+# ---------------------------------------------------------------------------------------------------------
+
+STD_EPSILON = 1e-5
+
+
+def per_sample_std(activation: tf.Tensor, epsilon: float = STD_EPSILON) -> tf.Tensor:
+    """sqrt(Var(a) + eps) over every axis but the batch axis, *not* detached; broadcasts against ``activation``."""
+    axes = list(range(1, len(activation.shape)))
+    return tf.sqrt(tf.math.reduce_variance(activation, axis=axes, keepdims=True) + epsilon)
+
+
+@larq.utils.register_keras_custom_object
+class StdNormalizedApproxSign(larq.quantizers._BaseQuantizer):
+    r"""Activation binarizer of BiPer (and ReCU): sign of the per-sample standardised input, ApproxSign backward.
+
+    Forward and pseudo-gradient, with :math:`\sigma_n = \sqrt{\operatorname{Var}(a_n) + 10^{-5}}` over
+    (H, W, C) of sample n, in training only (part of the graph, so the gradient flows through it too)::
+
+        training:   q(a) = sign(a / sigma_n)        dq/da := ApproxSign'(a / sigma_n) * d(a / sigma_n)/da
+        inference:  q(a) = sign(a)                  (the same values: sigma_n > 0 does not change a sign)
+
+    with ApproxSign'(u) = max(0, 2 - 2|u|) (larq's ``approx_sign``) and sign(0) = +1. The inference
+    form has no normalisation, so the deployed graph is a plain sign that Larq Compute Engine fuses.
+    The variance is the population variance (PyTorch's ``var`` in the official code is the unbiased one;
+    the two differ by a factor (n - 1)/n inside the square root, n = H·W·C).
+    """
+
+    precision = 1
+
+    def call(self, inputs: tf.Tensor, training: bool | tf.Tensor | None = None) -> tf.Tensor:
+        def normalised() -> tf.Tensor:
+            return larq.quantizers.approx_sign(inputs / per_sample_std(inputs))
+
+        def plain() -> tf.Tensor:
+            return larq.quantizers.approx_sign(inputs)
+
+        if training is None or isinstance(training, bool):
+            outputs = normalised() if training else plain()
+        else:
+            outputs = tf.cond(tf.cast(training, tf.bool), normalised, plain)
+        return super().call(outputs)
