@@ -501,12 +501,17 @@ def suite_summary(tidy: pd.DataFrame, suite: str) -> pd.DataFrame:
 
 
 def _lce_outcomes(rows: pd.DataFrame) -> pd.Series:
-    """Per run: 'converted' where every seed's LCE conversion worked, else the first converter error."""
+    """Per run: 'converted' where every seed's LCE model converted and ran; else the first seed's error,
+    as 'failed: <converter error>' or 'run failed: <interpreter error>' (converted, but LCE cannot run it).
+    """
     lce = rows[rows["scope"] == "lce"]
-    errors = lce[lce["metric"] == "converter_error"].groupby(SUMMARY_KEYS)["value"].first()
     converted = lce[lce["metric"] == "converted"].groupby(SUMMARY_KEYS)["value"].min()
     outcome = converted.map(lambda v: "converted" if float(v) == 1 else "failed")
-    return outcome.where(~outcome.index.isin(errors.index), "failed: " + errors.reindex(outcome.index).astype(str))
+    for metric, prefix in (("run_error", "run failed: "), ("converter_error", "failed: ")):
+        errors = lce[lce["metric"] == metric].groupby(SUMMARY_KEYS)["value"].first()
+        failed = outcome.index.isin(errors.index)
+        outcome = outcome.where(~failed, prefix + errors.reindex(outcome.index).astype(str))
+    return outcome
 
 
 def _hardware(rows: pd.DataFrame) -> pd.Series:

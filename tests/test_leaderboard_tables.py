@@ -298,7 +298,7 @@ def test_compare_puts_two_to_four_methods_side_by_side():
 # ------------------------------------------------------------------------------------------- suite summary
 
 
-def binarization_runs(method, top1s, lce_converted=True, **fields):
+def binarization_runs(method, top1s, lce_converted=True, lce_run_error=None, **fields):
     """Accuracy, complexity and edge records of one method over seeds, in the binarization suite."""
     records = []
     for seed, top1 in enumerate(top1s):
@@ -311,6 +311,9 @@ def binarization_runs(method, top1s, lce_converted=True, **fields):
         if lce_converted:
             edge += [Metric("size_bytes", 64_000 + seed, "byte", "lce"), Metric("lce_t1_median_ms", 0.3, "ms", "lce"),
                      Metric("agreement", 1.0, "ratio", "lce")]  # fmt: skip
+            if lce_run_error:
+                edge = [m for m in edge if m.scope != "lce" or m.name in ("converted", "size_bytes")]
+                edge.append(Metric("run_error", lce_run_error, "text", "lce"))
         else:
             edge.append(Metric("converter_error", "ternary weights are not binary", "text", "lce"))
         for track, metrics in (("accuracy", accuracy), ("complexity", complexity), ("edge", edge)):
@@ -321,9 +324,10 @@ def binarization_runs(method, top1s, lce_converted=True, **fields):
 def test_suite_summary_gives_the_bibench_columns_per_method_best_relative_accuracy_first():
     records = [*binarization_runs("bnn", [0.80, 0.82, 0.84]), *binarization_runs("xnor", [0.90, 0.90, 0.90])]
     records += binarization_runs("bitnet158", [0.95], lce_converted=False)
+    records += binarization_runs("xnorpp", [0.5], lce_run_error="NumDimensions(post_activation_multiplier) != 1")
     records.append(make_record("resnet-cifar", top1=0.98))  # the twin: another suite, not listed
     summary = tables.suite_summary(tables.records_frame(records), "binarization")
-    assert summary["method"].tolist() == ["bitnet158", "xnor", "bnn"]
+    assert summary["method"].tolist() == ["bitnet158", "xnor", "bnn", "xnorpp"]
     bnn = summary.set_index("method").loc["bnn"]
     assert bnn["top1"] == "0.82 ± 0.02" and bnn["fp32_top1"] == "0.98" and bnn["seeds"] == 3
     assert bnn["top1_relative"] == "0.84 ± 0.02"
@@ -331,6 +335,9 @@ def test_suite_summary_gives_the_bibench_columns_per_method_best_relative_accura
     assert bnn["lce_bytes"] == "64K ± 1" and bnn["lce"] == "converted" and bnn["hardware"] == "cpu-a, 2 threads"
     bitnet = summary.set_index("method").loc["bitnet158"]
     assert bitnet["lce"] == "failed: ternary weights are not binary" and bitnet["lce_t1_ms"] == ""
+    xnorpp = summary.set_index("method").loc["xnorpp"]
+    assert xnorpp["lce"] == "run failed: NumDimensions(post_activation_multiplier) != 1"
+    assert (xnorpp["lce_bytes"], xnorpp["lce_t1_ms"]) == ("64K", "")
 
 
 def test_suite_summary_leaves_paper_values_out_and_is_empty_for_an_unknown_suite():

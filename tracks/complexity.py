@@ -482,6 +482,8 @@ def _unwrapped(layer: keras.layers.Layer) -> keras.layers.Layer:
 def _deployed_weights(layer: keras.layers.Layer) -> list[Any]:
     """The weight variables the deployed model keeps, each once.
 
+    A layer, or a quantizer inside it, may list weights that only training uses in ``training_only_weights``
+    (FDA's noise-adaptation MLP, zero at the end of training): they are not deployed, so not counted.
     TFMOT's QuantizeLayer holds only range bookkeeping. A TFMOT wrapper adds non-trainable
     range/step/mask variables of its own, and QuantizeWrapper replaces the wrapped layer's
     quantized kernels by tensors (so the kernels drop out of the inner layer's ``weights``) and
@@ -494,9 +496,12 @@ def _deployed_weights(layer: keras.layers.Layer) -> list[Any]:
     candidates = list(inner.weights)
     if inner is not layer:
         candidates += list(getattr(layer, "_trainable_weights", []))
+    modules = (inner, *inner.submodules)
+    training_only = {id(v) for module in modules for v in getattr(module, "training_only_weights", ())}
     unique: dict[int, Any] = {}
     for variable in candidates:
-        unique.setdefault(id(variable), variable)
+        if id(variable) not in training_only:
+            unique.setdefault(id(variable), variable)
     return list(unique.values())
 
 

@@ -1,1 +1,7 @@
-"""BiBench binarization operators (BNN, XNOR-Net, DoReFa, Bi-Real) applied to fixed backbones."""
+"""The binarization suite: the roster's 19 binarization methods on fixed backbones (BiBench's protocol).
+
+Operators (``effbench/operators.py``) binarize the task's default backbone, or the tiny transformer for the
+transformer methods, and compare with its FP32 twin; shared mechanisms live in the private modules
+``_quantizers.py`` (quantizers), ``_layers.py`` (learned output scales) and ``_attention.py`` (binary
+attention cores). See the README's "Binarization suite" section for the list and what each deviates.
+"""
