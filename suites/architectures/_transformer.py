@@ -27,6 +27,16 @@ from effbench.tf import keras, tf
 
 
 @keras.utils.register_keras_serializable(package="effbench")
+def gelu_tanh(x: tf.Tensor) -> tf.Tensor:
+    """GELU in its tanh approximation (Hendrycks & Gimpel), as GPT-2 and BERT's TF code use it.
+
+    The exact form lowers to an ``Erfc`` op that Larq Compute Engine's interpreter cannot run, so a binary
+    tiny transformer could not be measured on the edge track with it.
+    """
+    return tf.nn.gelu(x, approximate=True)
+
+
+@keras.utils.register_keras_serializable(package="effbench")
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned embedding per token position, initialised from N(0, 0.02^2) as in ViT."""
 

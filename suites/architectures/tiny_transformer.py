@@ -7,7 +7,8 @@ layer to ``dim`` and a learned position embedding is added; then ``depth`` block
 .. math::  x \leftarrow x + W_o\,\mathrm{Attn}(W_q \mathrm{LN}(x), W_k \mathrm{LN}(x), W_v \mathrm{LN}(x)),
            \qquad x \leftarrow x + W_2\,\mathrm{GELU}(W_1 \mathrm{LN}(x))
 
-with ``heads`` heads and an MLP of ``mlp_ratio * dim`` units; a final LayerNorm, the mean over tokens
+with ``heads`` heads and an MLP of ``mlp_ratio * dim`` units (GELU in its tanh approximation, which both
+TFLite and Larq Compute Engine run); a final LayerNorm, the mean over tokens
 (no class token) and the ``logits`` Dense layer. The attention core is a separate parameter-free layer
 (:class:`suites.architectures._transformer.AttentionCore`) so binary attention methods can replace it,
 and every projection is a plain Dense layer, so the operator protocol binarizes them; the patch
@@ -26,7 +27,7 @@ from effbench.method import ArchitectureMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
 from suites.architectures._layers import logits_model, model_name
-from suites.architectures._transformer import AttentionCore, PositionEmbedding, patches
+from suites.architectures._transformer import AttentionCore, PositionEmbedding, gelu_tanh, patches
 
 
 @register_method(
@@ -64,5 +65,5 @@ class TinyTransformer(ArchitectureMethod):
         attended = AttentionCore(self.options["heads"], name=f"{name}_attention")([query, key, value])
         x = layers.Add(name=f"{name}_attention_residual")([x, layers.Dense(dim, name=f"{name}_output")(attended)])
         normed = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_mlp_norm")(x)
-        hidden = layers.Dense(dim * self.options["mlp_ratio"], activation="gelu", name=f"{name}_mlp_in")(normed)
+        hidden = layers.Dense(dim * self.options["mlp_ratio"], activation=gelu_tanh, name=f"{name}_mlp_in")(normed)
         return layers.Add(name=f"{name}_mlp_residual")([x, layers.Dense(dim, name=f"{name}_mlp_out")(hidden)])
