@@ -259,7 +259,8 @@ def _decode(frame: pd.DataFrame) -> pd.DataFrame:
 
 def result_dirs(argv: Sequence[str], environ: Mapping[str, str], repo: Path) -> list[Path]:
     """The app's result folders: ``--results DIR ...`` in ``argv``, else ``$EFFBENCH_RESULTS``
-    (``os.pathsep``-separated), else ``results/baselines`` and every ``submissions/*/results`` of ``repo``."""
+    (``os.pathsep``-separated), else the committed results of ``repo``: ``results/baselines``, every other folder
+    of ``results/`` but ``demo`` (``make demo``'s scratch output), and every ``submissions/*/results``."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--results", nargs="+", type=Path, default=[])
     given = parser.parse_known_args(list(argv))[0].results
@@ -267,7 +268,8 @@ def result_dirs(argv: Sequence[str], environ: Mapping[str, str], repo: Path) -> 
         return given
     if environ.get(RESULTS_ENV):
         return [Path(part) for part in environ[RESULTS_ENV].split(os.pathsep) if part]
-    return [repo / "results" / "baselines", *sorted(repo.glob("submissions/*/results"))]
+    suites = sorted(p for p in (repo / "results").glob("*") if p.is_dir() and p.name not in ("baselines", "demo"))
+    return [repo / "results" / "baselines", *suites, *sorted(repo.glob("submissions/*/results"))]
 
 
 # --------------------------------------------------------------------------------------------- filters

@@ -137,11 +137,14 @@ def test_several_folders_are_concatenated(tmp_path):
 def test_result_dirs_come_from_arguments_then_the_environment_then_the_repository(tmp_path):
     (tmp_path / "submissions" / "team" / "results").mkdir(parents=True)
     (tmp_path / "submissions" / "empty").mkdir()
+    for folder in ("binarization", "demo", "baselines"):
+        (tmp_path / "results" / folder).mkdir(parents=True)
     env = {tables.RESULTS_ENV: os.pathsep.join(["e1", "e2"])}
     assert tables.result_dirs(["-q", "--results", "a", "b"], env, tmp_path) == [Path("a"), Path("b")]
     assert tables.result_dirs(["--res", "x"], env, tmp_path) == [Path("e1"), Path("e2")]
     assert tables.result_dirs([], {}, tmp_path) == [tmp_path / "results" / "baselines",
-                                                    tmp_path / "submissions" / "team" / "results"]
+                                                    tmp_path / "results" / "binarization",
+                                                    tmp_path / "submissions" / "team" / "results"]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- views
