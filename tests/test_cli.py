@@ -58,7 +58,9 @@ def test_list_shows_one_row_per_entry_slug_first(capsys):
     assert main(["list", "methods", "--suite", "architectures"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "slug"
-    assert [line.split()[0] for line in lines[1:]] == ["mlp", "mobilenetv2", "resnet-cifar", "simplenet", "vgg-small"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer", "vgg-small"
+    ]
     assert main(["list", "tasks", "cifar*"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["cifar10", "cifar100"]
     assert main(["list", "tracks"]) == 0
