@@ -512,8 +512,13 @@ def _lce_outcomes(rows: pd.DataFrame) -> pd.Series:
     for metric, prefix in (("run_error", "run failed: "), ("converter_error", "failed: ")):
         errors = lce[lce["metric"] == metric].groupby(SUMMARY_KEYS)["value"].first()
         failed = outcome.index.isin(errors.index)
-        outcome = outcome.where(~failed, prefix + errors.reindex(outcome.index).astype(str))
+        outcome = outcome.where(~failed, prefix + errors.astype(str).map(_error_tail).reindex(outcome.index))
     return outcome
+
+
+def _error_tail(message: str, keep: int = 60) -> str:
+    """The end of a long error message (where runtimes put the failed check); the record keeps it whole."""
+    return message if len(message) <= keep + 10 else "…" + message[-keep:]
 
 
 def _hardware(rows: pd.DataFrame) -> pd.Series:
