@@ -327,7 +327,7 @@ def binarization_runs(method, top1s, lce_converted=True, lce_run_error=None, **f
 def test_suite_summary_gives_the_bibench_columns_per_method_best_relative_accuracy_first():
     records = [*binarization_runs("bnn", [0.80, 0.82, 0.84]), *binarization_runs("xnor", [0.90, 0.90, 0.90])]
     records += binarization_runs("bitnet158", [0.95], lce_converted=False)
-    long_error = "RuntimeError: ERROR at interpreter_wrapper_lite.cc:57 : the following was false: AllocateTensors() == kTfLiteOk"
+    long_error = "RuntimeError: ERROR at wrapper.cc:57 : the following was false: AllocateTensors() == kTfLiteOk"
     records += binarization_runs("xnorpp", [0.5], lce_run_error=long_error)
     records.append(make_record("resnet-cifar", top1=0.98))  # the twin: another suite, not listed
     summary = tables.suite_summary(tables.records_frame(records), "binarization")
