@@ -522,10 +522,13 @@ def _error_tail(message: str, keep: int = 60) -> str:
 
 
 def _hardware(rows: pd.DataFrame) -> pd.Series:
-    """Per run, the hardware of its timed records (edge, training_cost); all hardware seen otherwise."""
-    timed = rows[rows["track"].isin(["edge", "training_cost"])]
-    source = timed if not timed.empty else rows
-    return source.groupby(SUMMARY_KEYS)["hardware"].agg(lambda labels: "; ".join(sorted(set(labels))))
+    """Per run, the hardware of its timed records (edge, training_cost); of all its records where none is timed."""
+
+    def labels(frame: pd.DataFrame) -> pd.Series:
+        return frame.groupby(SUMMARY_KEYS)["hardware"].agg(lambda found: "; ".join(sorted(set(found))))
+
+    timed = labels(rows[rows["track"].isin(["edge", "edge-lce", "training_cost"])])
+    return timed.combine_first(labels(rows))
 
 
 # ---------------------------------------------------------------------------------------------- pareto

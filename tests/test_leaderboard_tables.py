@@ -349,3 +349,5 @@ def test_suite_summary_leaves_paper_values_out_and_is_empty_for_an_unknown_suite
     frame = tables.records_frame(records)
     assert tables.suite_summary(frame, "binarization")["top1"].tolist() == ["0.8"]
     assert tables.suite_summary(frame, "pruning").empty
+    untimed = tables.records_frame([make_record("biper", top1=0.6, suite="binarization", cpu="cpu-b")])
+    assert tables.suite_summary(untimed, "binarization")["hardware"].tolist() == ["cpu-b, 2 threads"]
