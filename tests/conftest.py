@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -36,7 +37,11 @@ def toy_methods():
             return tiny_dense_model(input_shape, num_classes)
 
     @register_method(
-        "toy-halved", suite="toys", kind="compression", paper=TOY_PAPER, summary="halves the last layer",
+        "toy-halved",
+        suite="toys",
+        kind="compression",
+        paper=TOY_PAPER,
+        summary="halves the last layer",
         taxonomy=Taxonomy(weight_bits=16, applied="post-training"),
     )
     class ToyHalved(Method):
@@ -98,3 +103,23 @@ def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir, twin: str =
         twin_store.save(results[0].records[0])
         _TWIN_RECORDS[(twin, task)] = keep / "records"
     return metrics
+
+
+def value_and_gradient(quantizer, x, upstream=None, **call_kwargs):
+    """``quantizer(x)`` and its pseudo-gradient times ``upstream`` (ones by default), as NumPy arrays."""
+    from effbench.tf import tf
+
+    x = tf.constant(np.asarray(x, np.float32))
+    upstream = tf.ones_like(x) if upstream is None else tf.constant(np.asarray(upstream, np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = quantizer(x, **call_kwargs)
+    return y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()
+
+
+def binary_layer_names(model) -> list[str]:
+    """Names of the model's larq quantized conv / depthwise / dense layers (subclasses included)."""
+    import larq
+
+    binary = (larq.layers.QuantConv2D, larq.layers.QuantDepthwiseConv2D, larq.layers.QuantDense)
+    return [layer.name for layer in model.layers if isinstance(layer, binary)]

@@ -8,12 +8,11 @@ from effbench.method import MethodRef
 from effbench.registry import METHODS, TASKS, load_builtin_entries
 from effbench.tf import keras, tf
 from suites.binarization._quantizers import ChannelScaledSign, SampleScaledSign
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
+from tests.conftest import assert_operator_reports_ratio_to_fp32_twin, binary_layer_names, value_and_gradient
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
 
-BINARY_LAYERS = (larq.layers.QuantConv2D, larq.layers.QuantDepthwiseConv2D, larq.layers.QuantDense)
 SLUGS = ("bnn", "xnor", "dorefa", "bireal")
 # Boundary points: 0 (sign(0) = +1), |x| = 1 (the STE still passes), just beyond, and the ApproxSign kinks.
 POINTS = np.array([-2.0, -1.0001, -1.0, -0.75, -0.5, -1e-7, 0.0, 1e-7, 0.25, 0.5, 1.0, 1.0001, 3.0], np.float32)
@@ -29,19 +28,6 @@ def ste(x):
 
 def approx_sign_gradient(x):
     return np.where((x >= -1) & (x < 0), 2 + 2 * x, np.where((x >= 0) & (x < 1), 2 - 2 * x, 0.0)).astype(np.float32)
-
-
-def value_and_gradient(quantizer, x, upstream=None):
-    x = tf.constant(x)
-    upstream = tf.ones_like(x) if upstream is None else tf.constant(upstream)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x)
-    return y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()
-
-
-def binary_layer_names(model):
-    return [layer.name for layer in model.layers if isinstance(layer, BINARY_LAYERS)]
 
 
 def quantizers_of(slug):

@@ -22,12 +22,11 @@ from suites.binarization.fda import (
 )
 from suites.binarization.reactnet import RPReLU, RSign
 from suites.binarization.recu import ReCUActivationSign, ReCUWeightSign, recu_tau
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
+from tests.conftest import assert_operator_reports_ratio_to_fp32_twin, binary_layer_names, value_and_gradient
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
 
-BINARY_LAYERS = (larq.layers.QuantConv2D, larq.layers.QuantDepthwiseConv2D, larq.layers.QuantDense)
 SLUGS = ("xnorpp", "reactnet", "recu", "fda")
 # Boundary points: 0 (sign(0) = +1), |x| = 1 (the estimators still pass), just beyond, the ApproxSign kinks.
 POINTS = np.array([-2.0, -1.0001, -1.0, -0.75, -0.5, -1e-7, 0.0, 1e-7, 0.25, 0.5, 1.0, 1.0001, 3.0], np.float32)
@@ -45,19 +44,6 @@ def ste(x):
 
 def approx_sign_gradient(x):
     return np.maximum(0.0, 2.0 - 2.0 * np.abs(x)).astype(np.float32)
-
-
-def value_and_gradient(quantizer, x, upstream=None, **kwargs):
-    x = tf.constant(x)
-    upstream = tf.ones_like(x) if upstream is None else tf.constant(upstream)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x, **kwargs)
-    return y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()
-
-
-def binary_layer_names(model):
-    return [layer.name for layer in model.layers if isinstance(layer, BINARY_LAYERS)]
 
 
 def build(slug, task="digits"):

@@ -14,7 +14,7 @@ from suites.binarization.binarydm_lmb import MultiBasisBinarizer
 from suites.binarization.bitnet158 import AbsMaxActivation, TernaryWeight
 from suites.binarization.pb_partial import PartialBinarizer, mixed_bits
 from suites.binarization.ternary_nlg import StatisticWeight
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
+from tests.conftest import assert_operator_reports_ratio_to_fp32_twin, value_and_gradient
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -27,15 +27,6 @@ KERNEL = np.array([[[[0.5, -1.0, 0.0], [-0.25, 2.0, -0.1]], [[1.0, -1.5, 0.3], [
 
 def sign(x):
     return np.where(x >= 0, 1.0, -1.0).astype(np.float32)
-
-
-def value_and_gradient(quantizer, x, upstream=None):
-    x = tf.constant(x)
-    upstream = tf.ones_like(x) if upstream is None else tf.constant(upstream)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x)
-    return y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()
 
 
 def upstream_for(x):

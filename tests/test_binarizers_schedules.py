@@ -21,6 +21,7 @@ from suites.binarization.reste import (
     reste_gradient,
     reste_layers,
 )
+from tests.conftest import value_and_gradient
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -31,15 +32,6 @@ POINTS = np.array([-2.0, -1.5001, -1.5, -1.0, -0.25, -0.1, -0.05, 0.0, 0.05, 0.1
 
 def sign(x):
     return np.where(x >= 0, 1.0, -1.0).astype(np.float32)
-
-
-def value_and_gradient(quantizer, x, upstream=None, **call_kwargs):
-    x = tf.constant(np.asarray(x, np.float32))
-    upstream = tf.ones_like(x) if upstream is None else tf.constant(np.asarray(upstream, np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x, **call_kwargs)
-    return y.numpy(), tape.gradient(y, x, output_gradients=upstream).numpy()
 
 
 def scheduled(quantizer, epoch=0, epochs=1, shape=(4,)):

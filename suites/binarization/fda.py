@@ -49,7 +49,8 @@ Networks", NeurIPS 2021 (https://arxiv.org/abs/2103.00841).
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from effbench.tf import keras, tf
 
@@ -111,9 +112,8 @@ class _FourierSign(EpochScheduled, larq.quantizers._BaseQuantizer):
         super().__init__(*args, **kwargs)
         self.noise_adaptation = noise_adaptation
 
-    def noise_width(self, input_shape: tf.TensorShape) -> int:
-        """d: the length of the vectors the MLP maps."""
-        raise NotImplementedError
+    # d, the length of the vectors the noise MLP maps, from the quantizer's input shape.
+    noise_width: ClassVar[Callable[[tf.TensorShape], int]]
 
     def build(self, input_shape: tf.TensorShape) -> None:
         self.build_schedule()
@@ -157,8 +157,7 @@ def _torch_linear_init() -> keras.initializers.Initializer:
 class FDAActivationSign(_FourierSign):
     """FDA's activation binarizer: Fourier-estimator sign, plus alpha * e(a) over the channels in training."""
 
-    def noise_width(self, input_shape: tf.TensorShape) -> int:
-        return int(input_shape[-1])
+    noise_width = staticmethod(lambda input_shape: int(input_shape[-1]))  # per position: the channels
 
     def call(self, inputs: tf.Tensor, training: bool | tf.Tensor | None = None) -> tf.Tensor:
         binary = fourier_sign(inputs, self.terms)
@@ -171,8 +170,7 @@ class FDAActivationSign(_FourierSign):
 class FDAKernelSign(_FourierSign):
     """FDA's kernel binarizer: mean|W| per output channel * (Fourier-estimator sign + alpha * e(W_c) in training)."""
 
-    def noise_width(self, input_shape: tf.TensorShape) -> int:
-        return int(input_shape[:-1].num_elements())
+    noise_width = staticmethod(lambda input_shape: int(input_shape[:-1].num_elements()))  # per output channel
 
     def kernel_noise(self, kernel: tf.Tensor) -> tf.Tensor:
         """e applied to each output channel's flattened weights, reshaped back to the kernel."""
