@@ -38,14 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from effbench import __version__
 from effbench.config import RunConfig, TrainingConfig
 from effbench.hashing import stable_hash
 from effbench.method import MethodRef
 from effbench.records import Record, ResultStore
 from effbench.registry import METHODS, TASKS, RegistryError
+from effbench.strict_yaml import load_mapping
 from effbench.track import Metric
 
 PAPER_PREFIX = "paper: "
@@ -131,29 +130,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise PaperResultsError(f"{path}: cannot read the file: {error}") from None
-    try:
-        check_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PaperResultsError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise PaperResultsError(f"{path}: expected a mapping with 'retrieved' and 'entries', found {data!r:.60}")
-    return data
-
-
-def check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
-    """A key given twice in one mapping (a second ``top1:``) would silently win: refuse it."""
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            name = getattr(key, "value", None)
-            if name in seen:
-                raise PaperResultsError(f"{path}: line {key.start_mark.line + 1}: key '{name}' is given twice")
-            seen.add(name)
-            check_duplicate_keys(path, value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            check_duplicate_keys(path, item)
+    return load_mapping(path, text, PaperResultsError, "a mapping with 'retrieved' and 'entries'")
 
 
 def parse_entry(item: Any, where: str) -> PaperValue:

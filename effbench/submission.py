@@ -64,8 +64,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from effbench.config import DIVISIONS
 from effbench.hashing import stable_hash
 from effbench.method import MethodRef
@@ -74,13 +72,13 @@ from effbench.recipe import BUDGETS
 from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
 from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
 from effbench.runner import Job, execute_plan, make_plan, report_failures, twin_of
+from effbench.strict_yaml import found, load_mapping
 
 YAML_NAME = "submission.yaml"
 METHOD_FILE = "method.py"
 RESULTS_DIR = "results"
 YAML_LIMIT = 64 * 1024
 METHOD_LIMIT = 1024 * 1024
-MAX_YAML_DEPTH = 16
 # Left out of the default tracks: sensitivity retrains each run under eight recipes.
 COSTLY_TRACKS = ("sensitivity",)
 DEFAULT_BUDGET = "quick"
@@ -178,56 +176,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise SubmissionError(f"{path}: not UTF-8 text: {error}") from None
-    try:
-        check_events(path, yaml.parse(text, Loader=yaml.SafeLoader))
-        check_duplicate_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SubmissionError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise SubmissionError(f"{path}: expected a mapping of fields (team: ..., methods: ...), found {found(data)}")
-    return data
-
-
-def check_events(path: Path, events: Iterator[yaml.Event]) -> None:
-    """Refuse anchors, aliases and deep nesting while parsing: nothing is expanded or built yet."""
-    depth = 0
-    for event in events:
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
-            raise SubmissionError(
-                f"{path}: line {line}: anchors and aliases ('&{event.anchor}', '*{event.anchor}') are not allowed: "
-                "they let a small file expand to a huge one (a YAML bomb); write the values out"
-            )
-        depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
-        if depth > MAX_YAML_DEPTH:
-            raise SubmissionError(f"{path}: line {line}: nested more than {MAX_YAML_DEPTH} levels deep")
-
-
-def check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value in seen:
-                raise SubmissionError(f"{path}: line {key.start_mark.line + 1}: key '{key.value}' is given twice")
-            seen.add(getattr(key, "value", None))
-            check_duplicate_keys(path, value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            check_duplicate_keys(path, item)
-
-
-TYPE_NAMES = {
-    bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping",
-}  # fmt: skip
-
-
-def found(value: Any) -> str:
-    """How an error message shows a value it did not expect: its type, and its start."""
-    if value is None:
-        return "nothing"
-    shown = repr(value)
-    return f"{TYPE_NAMES.get(type(value), type(value).__name__)} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+    return load_mapping(path, text, SubmissionError, "a mapping of fields (team: ..., methods: ...)")
 
 
 def text(value: Any) -> str:
