@@ -123,3 +123,15 @@ def binary_layer_names(model) -> list[str]:
 
     binary = (larq.layers.QuantConv2D, larq.layers.QuantDepthwiseConv2D, larq.layers.QuantDense)
     return [layer.name for layer in model.layers if isinstance(layer, binary)]
+
+
+def assert_saves_and_reloads(model, path):
+    """``model`` saved to ``path`` (.keras) reloads without custom objects and predicts the same; the copy."""
+    from effbench.tf import keras
+
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    x = np.random.default_rng(1).standard_normal((3, *model.input_shape[1:])).astype(np.float32)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    return reloaded
+

@@ -8,7 +8,12 @@ from effbench.method import MethodRef
 from effbench.registry import METHODS, TASKS, load_builtin_entries
 from effbench.tf import keras, tf
 from suites.binarization._quantizers import ChannelScaledSign, SampleScaledSign
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin, binary_layer_names, value_and_gradient
+from tests.conftest import (
+    assert_operator_reports_ratio_to_fp32_twin,
+    assert_saves_and_reloads,
+    binary_layer_names,
+    value_and_gradient,
+)
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -35,8 +40,12 @@ def quantizers_of(slug):
     return method.input_quantizer(), method.kernel_quantizer()
 
 
-def test_the_four_operators_are_registered_in_the_binarization_suite_at_one_bit():
-    for slug in SLUGS:
+# BiBench's eight operators: registered as 1-bit operators of the suite, with 1-bit quantizers.
+BIBENCH_OPERATORS = (*SLUGS, "xnorpp", "reactnet", "recu", "fda")
+
+
+def test_the_bibench_operators_are_registered_in_the_binarization_suite_at_one_bit():
+    for slug in BIBENCH_OPERATORS:
         spec = METHODS.get(slug).spec
         assert (spec.suite, spec.kind) == ("binarization", "operator")
         assert (spec.taxonomy.weight_bits, spec.taxonomy.activation_bits) == (1, 1)
@@ -153,11 +162,7 @@ def test_inner_convolutions_of_a_binarized_resnet_see_only_scaled_plus_minus_one
 @pytest.mark.parametrize("slug", SLUGS)
 def test_a_binarized_model_saves_and_reloads(slug, binarized_models, tmp_path):
     model = binarized_models[slug]
-    path = tmp_path / f"{slug}.keras"
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    x = np.random.default_rng(1).standard_normal((3, *model.input_shape[1:])).astype(np.float32)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    reloaded = assert_saves_and_reloads(model, tmp_path / f"{slug}.keras")
     name = binary_layer_names(model)[1]
     expected = type(model.get_layer(name).kernel_quantizer), type(model.get_layer(name).input_quantizer)
     got = type(reloaded.get_layer(name).kernel_quantizer), type(reloaded.get_layer(name).input_quantizer)

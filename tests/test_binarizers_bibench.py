@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from effbench.method import MethodRef
-from effbench.registry import METHODS, TASKS, load_builtin_entries
+from effbench.registry import TASKS, load_builtin_entries
 from effbench.schedule import EpochSchedule, scheduled_modules
 from effbench.tf import keras, tf
 from suites.binarization._layers import ScaledQuantConv2D, ScaledQuantDense
@@ -58,20 +58,6 @@ def set_schedules(model, epoch, epochs):
 @pytest.fixture(scope="module")
 def binarized_models():
     return {slug: build(slug) for slug in SLUGS}
-
-
-def test_the_four_operators_are_registered_in_the_binarization_suite_at_one_bit():
-    for slug in SLUGS:
-        spec = METHODS.get(slug).spec
-        assert (spec.suite, spec.kind) == ("binarization", "operator")
-        assert (spec.taxonomy.weight_bits, spec.taxonomy.activation_bits) == (1, 1)
-        assert spec.paper.url.startswith("https://arxiv.org/abs/")
-        method = MethodRef.parse(slug).create()
-        assert method.input_quantizer().precision == 1 and method.kernel_quantizer().precision == 1
-    assert METHODS.get("fda").spec.paper.url == "https://arxiv.org/abs/2103.00841"
-
-
-# ---------------------------------------------------------------- XNOR-Net++
 
 
 def test_xnorpp_quantizers_are_unscaled_signs_with_the_clipped_ste():

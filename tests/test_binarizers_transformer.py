@@ -14,7 +14,7 @@ from suites.binarization.bibert import BiAttention, direction_matching_loss
 from suites.binarization.bipft import learned_step_binary
 from suites.binarization.bivit import SoftmaxAwareBinaryAttention
 from suites.binarization.ecoformer import HashedLinearAttention, KernelHash
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
+from tests.conftest import assert_operator_reports_ratio_to_fp32_twin, assert_saves_and_reloads
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -205,11 +205,7 @@ def test_binary_projections_see_plus_minus_one_inputs_and_scaled_plus_minus_one_
 @pytest.mark.parametrize("slug", SLUGS)
 def test_a_binarized_transformer_saves_and_reloads_without_custom_objects(slug, binarized_models, tmp_path):
     model = binarized_models[slug]
-    path = tmp_path / f"{slug}.keras"
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    x = RNG.standard_normal((3, *model.input_shape[1:])).astype(np.float32)
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    reloaded = assert_saves_and_reloads(model, tmp_path / f"{slug}.keras")
     assert [type(layer) for layer in reloaded.layers] == [type(layer) for layer in model.layers]
 
 
