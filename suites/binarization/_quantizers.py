@@ -229,10 +229,19 @@ def apply_in_training(training: bool | tf.Tensor | None, function: Callable[[tf.
 STD_EPSILON = 1e-5
 
 
-def per_sample_std(activation: tf.Tensor, epsilon: float = STD_EPSILON) -> tf.Tensor:
+def variance(x: tf.Tensor, axes: list[int], unbiased: bool = False) -> tf.Tensor:
+    """Var(x) over ``axes``, kept for broadcasting; ``unbiased`` divides by n - 1 (PyTorch's ``var``), else by n."""
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    centred = x - tf.reduce_mean(x, axis=axes, keepdims=True)
+    return tf.reduce_sum(tf.square(centred), axis=axes, keepdims=True) / (max(count - 1, 1) if unbiased else count)
+
+
+def per_sample_std(activation: tf.Tensor, epsilon: float = STD_EPSILON, unbiased: bool = False) -> tf.Tensor:
     """sqrt(Var(a) + eps) over every axis but the batch axis, *not* detached; broadcasts against ``activation``."""
     axes = list(range(1, len(activation.shape)))
-    return tf.sqrt(tf.math.reduce_variance(activation, axis=axes, keepdims=True) + epsilon)
+    return tf.sqrt(variance(activation, axes, unbiased) + epsilon)
 
 
 @larq.utils.register_keras_custom_object
@@ -248,20 +257,16 @@ class StdNormalizedApproxSign(larq.quantizers._BaseQuantizer):
     with ApproxSign'(u) = max(0, 2 - 2|u|) (larq's ``approx_sign``) and sign(0) = +1. The inference
     form has no normalisation, so the deployed graph is a plain sign that Larq Compute Engine fuses.
     The variance is the population variance (PyTorch's ``var`` in the official code is the unbiased one;
-    the two differ by a factor (n - 1)/n inside the square root, n = H·W·C).
+    the two differ by a factor (n - 1)/n inside the square root, n = H·W·C); a subclass sets
+    ``unbiased_variance = True`` for the latter (ReCU, as BiBench).
     """
 
     precision = 1
+    unbiased_variance: ClassVar[bool] = False
+
+    def standardise(self, activation: tf.Tensor) -> tf.Tensor:
+        return activation / per_sample_std(activation, unbiased=self.unbiased_variance)
 
     def call(self, inputs: tf.Tensor, training: bool | tf.Tensor | None = None) -> tf.Tensor:
-        def normalised() -> tf.Tensor:
-            return larq.quantizers.approx_sign(inputs / per_sample_std(inputs))
-
-        def plain() -> tf.Tensor:
-            return larq.quantizers.approx_sign(inputs)
-
-        if training is None or isinstance(training, bool):
-            outputs = normalised() if training else plain()
-        else:
-            outputs = tf.cond(tf.cast(training, tf.bool), normalised, plain)
-        return super().call(outputs)
+        normalised = apply_in_training(training, self.standardise, inputs)
+        return super().call(larq.quantizers.approx_sign(normalised))

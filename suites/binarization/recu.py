@@ -54,7 +54,7 @@ from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochScheduled
 from suites.binarization._layers import output_scaled_layer
-from suites.binarization._quantizers import apply_in_training
+from suites.binarization._quantizers import StdNormalizedApproxSign, variance
 
 TAU_START, TAU_END = 0.85, 0.99
 EPSILON = 1e-5  # added to the variances, as in BiBench
@@ -66,14 +66,6 @@ def recu_tau(progress: float | tf.Tensor) -> float | tf.Tensor:
     a = (TAU_END - TAU_START) / (math.e - 1.0)
     exp = math.exp if isinstance(progress, int | float) else tf.exp
     return a * exp(progress) + (TAU_START - a)
-
-
-def _unbiased_variance(x: tf.Tensor, axes: list[int]) -> tf.Tensor:
-    count = 1
-    for axis in axes:
-        count *= x.shape[axis]
-    centred = x - tf.reduce_mean(x, axis=axes, keepdims=True)
-    return tf.reduce_sum(tf.square(centred), axis=axes, keepdims=True) / max(count - 1, 1)
 
 
 @larq.utils.register_keras_custom_object
@@ -97,7 +89,7 @@ class ReCUWeightSign(EpochScheduled, larq.quantizers._BaseQuantizer):
         """w1: centred and rescaled to standard deviation 2 sqrt(2) per output channel (last axis)."""
         axes = list(range(len(kernel.shape) - 1))
         centred = kernel - tf.reduce_mean(kernel, axis=axes, keepdims=True)
-        return centred / (tf.sqrt(_unbiased_variance(centred, axes) + EPSILON) / STANDARD_DEVIATION)
+        return centred / (tf.sqrt(variance(centred, axes, unbiased=True) + EPSILON) / STANDARD_DEVIATION)
 
     def clamp_value(self, standardised: tf.Tensor) -> tf.Tensor:
         """Q_tau = -mean|w1| ln(2 - 2 tau), detached."""
@@ -110,21 +102,11 @@ class ReCUWeightSign(EpochScheduled, larq.quantizers._BaseQuantizer):
         return super().call(larq.quantizers.ste_sign(clamped, clip_value=None))
 
 
-def standardise_per_sample(activation: tf.Tensor) -> tf.Tensor:
-    """a / sqrt(var + 1e-5), the unbiased variance over every axis but the batch axis (not centred)."""
-    axes = list(range(1, len(activation.shape)))
-    return activation / tf.sqrt(_unbiased_variance(activation, axes) + EPSILON)
-
-
 @larq.utils.register_keras_custom_object
-class ReCUActivationSign(larq.quantizers._BaseQuantizer):
-    """ReCU's activation binarizer: per-sample standardisation in training only, then ApproxSign."""
+class ReCUActivationSign(StdNormalizedApproxSign):
+    """ReCU's activation binarizer: BiPer's, with the unbiased per-sample variance of BiBench's code."""
 
-    precision = 1
-
-    def call(self, inputs: tf.Tensor, training: bool | tf.Tensor | None = None) -> tf.Tensor:
-        normalised = apply_in_training(training, standardise_per_sample, inputs)
-        return super().call(larq.quantizers.approx_sign(normalised))
+    unbiased_variance = True
 
 
 @register_method(
