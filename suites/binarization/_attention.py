@@ -32,13 +32,13 @@ from typing import Any
 
 from effbench.tf import keras, tf
 from suites.architectures._transformer import AttentionCore
-from suites.binarization._quantizers import clipped_ste_sign
+from suites.binarization._quantizers import clipped_ste_sign, straight_through
 
 
 def softmax_straight_through(scores: tf.Tensor, binarize: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
     """``binarize(softmax(scores))`` forward; the gradient of ``softmax(scores)`` backward."""
     probabilities = tf.nn.softmax(scores, axis=-1)
-    return probabilities + tf.stop_gradient(binarize(probabilities) - probabilities)
+    return straight_through(probabilities, binarize(probabilities))
 
 
 def windowed_straight_through(x: tf.Tensor, binary: tf.Tensor) -> tf.Tensor:
@@ -48,7 +48,7 @@ def windowed_straight_through(x: tf.Tensor, binary: tf.Tensor) -> tf.Tensor:
     gradient where ``x >= 1`` or ``x <= -1``).
     """
     passing = x * tf.stop_gradient(tf.cast(tf.abs(x) < 1.0, x.dtype))
-    return passing + tf.stop_gradient(binary - passing)
+    return straight_through(passing, binary)
 
 
 @keras.utils.register_keras_serializable(package="effbench")

@@ -3,6 +3,7 @@ r"""Mechanisms shared by the binarization operators: the clipped-STE sign and it
 Private (the leading underscore keeps the registry from importing it as a method module); the operator
 modules import from here so each mechanism is written once.
 
+* :func:`straight_through` is the detach trick: a quantized value forward, the identity backward.
 * :func:`clipped_ste_sign` is larq's ``ste_sign`` with ``clip_value=1``: forward ``sign(x)`` with
   ``sign(0) = +1`` (``larq.math.sign``), backward ``1`` where ``|x| <= 1`` and ``0`` elsewhere.
 * :func:`mean_abs_per_output_channel` and :func:`mean_abs_per_sample` are the XNOR-Net scales, detached
@@ -29,6 +30,11 @@ from effbench.tf import tf
 import larq
 
 XNOR_NET_URL = "https://arxiv.org/abs/1603.05279"
+
+
+def straight_through(x: tf.Tensor, quantized: tf.Tensor) -> tf.Tensor:
+    """``quantized`` forward, the identity to ``x`` backward: ``x + stop_gradient(quantized - x)``."""
+    return x + tf.stop_gradient(quantized - x)
 
 
 def clipped_ste_sign(x: tf.Tensor) -> tf.Tensor:

@@ -58,7 +58,7 @@ from effbench.operators import OperatorMethod
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, rewire_attention
-from suites.binarization._quantizers import ChannelScaledSign
+from suites.binarization._quantizers import ChannelScaledSign, straight_through
 
 
 def learned_step_binary(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
@@ -67,9 +67,9 @@ def learned_step_binary(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
     Straight-through round; the gradient of ``alpha`` is scaled by 1/sqrt(number of elements) (LSQ).
     """
     scale = tf.math.rsqrt(tf.cast(tf.size(x), x.dtype))
-    alpha = tf.maximum(alpha * scale + tf.stop_gradient(alpha - alpha * scale), 1e-5)
+    alpha = tf.maximum(straight_through(alpha * scale, alpha), 1e-5)
     clipped = tf.clip_by_value(x / alpha, 0.0, 1.0)
-    return (clipped + tf.stop_gradient(tf.round(clipped) - clipped)) * alpha
+    return straight_through(clipped, tf.round(clipped)) * alpha
 
 
 @keras.utils.register_keras_serializable(package="effbench")

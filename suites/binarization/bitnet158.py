@@ -50,6 +50,7 @@ import larq
 
 from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
+from suites.binarization._quantizers import straight_through
 
 WEIGHT_MEASURES = ("absmedian", "absmean")
 INPUT_NORMS = ("none", "layer")
@@ -60,11 +61,6 @@ def lower_median(values: tf.Tensor) -> tf.Tensor:
     """The lower middle value of all elements (``torch.median``'s convention for an even count)."""
     flat = tf.sort(tf.reshape(values, [-1]))
     return flat[(tf.size(flat) - 1) // 2]
-
-
-def straight_through(x: tf.Tensor, quantized: tf.Tensor) -> tf.Tensor:
-    """``quantized`` forward, identity backward."""
-    return x + tf.stop_gradient(quantized - x)
 
 
 @larq.utils.register_keras_custom_object

@@ -51,15 +51,15 @@ from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochSchedule
 from effbench.training import TrainContext, fit
-from suites.binarization._quantizers import ELASTIC_QUANT_URL, ElasticQuantizer, initialize_elastic_steps
+from suites.binarization._quantizers import (
+    ELASTIC_QUANT_URL,
+    ElasticQuantizer,
+    initialize_elastic_steps,
+    straight_through,
+)
 
 WEIGHT_MODES = ("ternary", "binary")
 TWN_THRESHOLD = 0.7
-
-
-def straight_through(x: tf.Tensor, quantized: tf.Tensor) -> tf.Tensor:
-    """``quantized`` forward, identity backward."""
-    return x + tf.stop_gradient(quantized - x)
 
 
 @larq.utils.register_keras_custom_object
