@@ -47,12 +47,13 @@ def job_cpus(job: Job, node_cpus: int) -> int:
 
 
 def registry_entries(job: Job) -> list[tuple[str, Entry]]:
-    """The entries a job uses, by registry noun, to send with it."""
+    """The entries a job uses, by registry noun, to send with it: its method's and every upstream's too."""
     return [
-        ("method", METHODS.get(job.training.method.slug)),
+        *(("method", METHODS.get(slug)) for slug in job.training.method_slugs()),
         ("task", TASKS.get(job.training.task)),
         *(("track", TRACKS.get(track)) for track in job.tracks),
     ]
+
 
 
 def install_entries(entries: Sequence[tuple[str, Entry]]) -> None:
@@ -79,6 +80,9 @@ class RayExecutor:
 
     A Ray session already opened by the caller (``ray.init``) is used as it is and left open.
     """
+
+    # A worker on another node cannot read the driver's result folder: upstream models travel with the job.
+    ships_artifacts = True
 
     def __init__(self, address: str | None = None, gpus_per_run: float = 0.0):
         if gpus_per_run < 0:

@@ -1,10 +1,10 @@
 """Records: one JSON file per run, written atomically, and the store that holds them.
 
 A record file holds the run's fields once and its metrics as a list; :func:`tidy_rows` expands it into
-one row per metric carrying every field, which is what the leaderboard loads. Schema (``effbench.record/1``):
+one row per metric carrying every field, which is what the leaderboard loads. Schema (``effbench.record/2``):
 
-    {"schema": "effbench.record/1", "run_id": str, "config_hash": str, "training_hash": str,
-     "config": {...}, "method": str, "variant": str, "suite": str, "task": str, "track": str,
+    {"schema": "effbench.record/2", "run_id": str, "config_hash": str, "training_hash": str,
+     "config": {...}, "method": str, "variant": str, "deployable": str, "suite": str, "task": str, "track": str,
      "seed": int, "budget": str, "division": str,
      "hardware": {"cpu", "cpu_threads", "gpu", "platform"},
      "versions": {"python", "effbench", "tensorflow", "tf_keras", "tfmot", "larq", ...},
@@ -14,7 +14,12 @@ one row per metric carrying every field, which is what the leaderboard loads. Sc
      "source": "measured" | "paper: <citation>", "content_hash": str}
 
 ``content_hash`` covers every other field; a record whose content no longer matches it was edited by
-hand and is refused when read.
+hand and is refused when read. ``deployable`` names what of the training was measured: ``""`` for the
+method's main model, else one of its named deployables (a sub-network, a converted variant); the config
+then says so too, and its trainings' upstreams are ``config.upstream`` (role -> training hash).
+
+Records of schema ``effbench.record/1`` (written before deployables) still load: their ``deployable`` is
+``""``, and their content hash is checked against the fields they were written with.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from typing import Any
 from effbench.hashing import stable_hash
 from effbench.track import Metric, MetricError
 
-SCHEMA = "effbench.record/1"
+SCHEMA = "effbench.record/2"
+# Older schemas that still load; what each lacks is filled with its default when read.
+READABLE_SCHEMAS = (SCHEMA, "effbench.record/1")
 TEMP_PREFIX = ".tmp-"
 
 
@@ -65,6 +72,8 @@ class Record:
     # "measured" for numbers EffBench measured; "paper: <citation>" for values a paper reports, shown
     # beside ours and marked.
     source: str = "measured"
+    # The deployable measured: "" for the artifact's main model, else its name ("width=0.5", "int8").
+    deployable: str = ""
 
     def body(self) -> dict[str, Any]:
         # Shallow on purpose (no dataclasses.asdict deep copy): it is built for every record read.
@@ -83,8 +92,9 @@ class Record:
     def from_json(cls, data: Any, source: str) -> "Record":
         if not isinstance(data, dict):
             raise RecordError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        if data.get("schema") != SCHEMA:
-            raise RecordError(f"{source}: field 'schema' is {data.get('schema')!r}, expected '{SCHEMA}'")
+        if data.get("schema") not in READABLE_SCHEMAS:
+            expected = " or ".join(f"'{schema}'" for schema in READABLE_SCHEMAS)
+            raise RecordError(f"{source}: field 'schema' is {data.get('schema')!r}, expected {expected}")
         values = {}
         for name, kind in RECORD_FIELDS.items():
             if name not in data:
@@ -98,9 +108,14 @@ class Record:
         values["curves"] = data.get("curves", {})
         values["files"] = data.get("files", {})
         values["source"] = data.get("source", "measured")
+        values["deployable"] = data.get("deployable", "")
+        if not isinstance(values["deployable"], str):
+            raise RecordError(f"{source}: field 'deployable' is {type(values['deployable']).__name__}, expected str")
         record = cls(**values)
         stored = data.get("content_hash")
-        if stored is not None and stored != content_hash(record.body()):
+        # An older record's hash covers the fields it was written with, not the ones it gains when read.
+        written = record.body() if data["schema"] == SCHEMA else data
+        if stored is not None and stored != content_hash(written):
             raise RecordError(
                 f"{source}: its content does not match its content_hash: the file was edited by hand "
                 "after EffBench wrote it; re-run the measurement instead of editing records"
@@ -135,7 +150,7 @@ def tidy_rows(record: Record) -> Iterator[dict[str, Any]]:
     """One flat dict per metric, with the run's fields, hardware and versions as columns."""
     shared = {
         name: getattr(record, name)
-        for name in ("run_id", "config_hash", "training_hash", "method", "variant", "suite", "task",
+        for name in ("run_id", "config_hash", "training_hash", "method", "variant", "deployable", "suite", "task",
                      "track", "seed", "budget", "division", "git_commit", "timestamp", "source")
     }  # fmt: skip
     shared.update({f"hw_{key}": value for key, value in record.hardware.items()})

@@ -69,7 +69,7 @@ from typing import Any
 import pandas as pd
 
 from effbench.config import RunConfig, TrainingConfig
-from effbench.method import MethodRef
+from effbench.method import MAIN, MethodRef
 from effbench.recipe import BUDGETS
 from effbench.records import Record, ResultStore
 from effbench.registry import TRACKS, RegistryError
@@ -312,7 +312,7 @@ def rebuild(record: Record) -> RunConfig:
     method.create()  # the method still exists and accepts these options
     TRACKS.get(config["track"])
     training = TrainingConfig(method, config["task"], config["seed"], config["budget"])
-    return RunConfig(training, config["track"], config["division"])
+    return RunConfig(training, config["track"], config["division"], config.get("deployable", MAIN))
 
 
 _ABSENT = "(absent)"
@@ -371,9 +371,8 @@ def plan_jobs(runs: Sequence[RunConfig], store: ResultStore) -> list[Job]:
                             division, force=True)  # fmt: skip
         for job in planned:
             merged = jobs.setdefault((job.training.hash, job.division), job)
-            if merged is not job:  # a twin that is also reproduced in its own right, or vice versa
+            if merged is not job:  # an upstream that is also reproduced in its own right, or vice versa
                 merged.tracks.extend(track for track in job.tracks if track not in merged.tracks)
-                merged.twin = merged.twin or job.twin
     return list(jobs.values())
 
 
@@ -437,7 +436,7 @@ def reproduce(
 
 # --- tables and the command ----------------------------------------------------------------------
 
-RUN_COLUMNS = ["task", "method", "variant", "seed", "budget", "track"]
+RUN_COLUMNS = ["task", "method", "variant", "deployable", "seed", "budget", "track"]
 
 
 def runs_frame(outcomes: Sequence[Outcome]) -> pd.DataFrame:

@@ -1,16 +1,19 @@
-"""Plan and execute runs: methods x tasks x seeds x tracks.
+"""Plan and execute runs: methods x tasks x seeds x tracks x deployables.
 
-The plan groups runs by training config (one :class:`Job` trains once and measures each of its tracks),
-leaves out runs whose config hash already has a record (unless forced), and puts the FP32 twin of a
-compressed method before the method, since the method's accuracy record reports the ratio to it.
+The plan is a graph of trainings (:class:`Planner`): one :class:`Job` trains once and measures each of its
+tracks on each of its deployables; runs whose config hash already has a record are left out (unless
+forced); and a job's upstreams (the trainings its method starts from, and its FP32 twin, whose accuracy
+the method's accuracy record is compared with) come before it, each training once however many jobs
+name it.
 
 Executing a job has two steps. *Computing* it (:func:`compute_job`, in whatever process or machine the
 executor picks) trains or reloads the model and measures its tracks into records, holding the files each
 run keeps in memory; it writes nothing but the trained-model cache. *Saving* it (:func:`save_job`, always
 in the driver, the process that made the plan) writes each run's files and then its record atomically.
 So a lost worker loses no record, and a re-run resumes exactly where the last one stopped. The driver
-dispatches a compressed method's job only once its twin's job is saved, and hands it the twin's accuracy
-metrics, so a worker never reads the result folder. :class:`LocalExecutor` computes jobs in this process,
+dispatches a job only once its upstreams' jobs are saved (their trained models cached), and hands it the
+twin's accuracy metrics and, for a worker on another machine, the upstream models' files, so a worker
+never reads the records. :class:`LocalExecutor` computes jobs in this process,
 one after another; :mod:`effbench.executors` has the Ray one.
 """
 
@@ -19,20 +22,21 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
-from effbench.method import Artifact, Method, MethodRef
+from effbench.method import MAIN, TWIN, Artifact, Deployable, Method, MethodRef
 from effbench.progress import ProgressLine
 from effbench.recipe import Recipe, distribution_strategy
 from effbench.records import Record, ResultStore, describe_files, write_json_atomically
@@ -47,19 +51,33 @@ Log = Callable[[str], None]
 
 @dataclass
 class Job:
-    """One trained model and the tracks still to measure on it."""
+    """One training and the tracks still to measure on each of its deployables.
+
+    ``upstream`` holds the trainings it starts from or compares with, by role; the driver dispatches the
+    job once those in the plan are saved. A job with no tracks only trains: a later job needs its model.
+    """
 
     training: TrainingConfig
     tracks: list[str]
     division: str = "closed"
-    twin: TrainingConfig | None = None
+    upstream: dict[str, TrainingConfig] = field(default_factory=dict)
+    deployables: tuple[str, ...] = (MAIN,)
+
+    @property
+    def twin(self) -> TrainingConfig | None:
+        return self.upstream.get(TWIN)
 
     def runs(self) -> list[RunConfig]:
-        return [RunConfig(self.training, track, self.division) for track in self.tracks]
+        return [
+            RunConfig(self.training, track, self.division, deployable)
+            for track in self.tracks
+            for deployable in self.deployables
+        ]
 
     def describe(self) -> str:
         t = self.training
-        return f"{t.method} on {t.task} (seed {t.seed}, {t.budget}): {', '.join(self.tracks)}"
+        what = ", ".join(self.tracks) or "training only"
+        return f"{t.method} on {t.task} (seed {t.seed}, {t.budget}): {what}"
 
 
 @dataclass
@@ -81,6 +99,8 @@ class JobWork:
     # The result folder; its artifacts/ caches trained models for every worker that can reach it.
     root: Path
     reuse_models: bool = True
+    # Training hash -> the cached artifact's files, for a worker that cannot reach ``root`` (a Ray node).
+    upstream_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,11 +120,12 @@ class ComputedJob:
     failures: list[str] = field(default_factory=list)
     # Log lines of a job computed where the driver's log cannot reach (a Ray worker), shown on its return.
     messages: list[str] = field(default_factory=list)
+    # The trained artifact's files, from a worker that could not write the driver's cache itself.
+    artifact_files: dict[str, bytes] = field(default_factory=dict)
 
 
 def twin_of(method: MethodRef, task: str) -> MethodRef | None:
-    reference = method.create().fp32_twin(TASKS.get(task).spec.default_backbone)
-    return MethodRef.parse(reference) if reference else None
+    return method.create().upstream(TASKS.get(task).spec).get(TWIN)
 
 
 def make_plan(
@@ -117,26 +138,64 @@ def make_plan(
     division: str = "closed",
     force: bool = False,
 ) -> list[Job]:
+    """The jobs that measure every missing run, upstream trainings first (see :class:`Planner`)."""
     for track in tracks:
         TRACKS.get(track)
-    jobs: dict[str, Job] = {}
-
-    def add(training: TrainingConfig, wanted: Sequence[str], twin: TrainingConfig | None = None) -> None:
-        runs = [RunConfig(training, track, division) for track in wanted]
-        missing = [run.track for run in runs if force or not store.has(run.hash)]
-        job = jobs.setdefault(training.hash, Job(training, [], division, twin))
-        job.tracks.extend(track for track in missing if track not in job.tracks)
-
+    planner = Planner(store, division, force)
     for task in tasks:
         TASKS.get(task)
         for method in methods:
-            twin = twin_of(method, task) if "accuracy" in tracks else None
             for seed in seeds:
-                twin_training = TrainingConfig(twin, task, seed, budget) if twin else None
-                if twin_training:
-                    add(twin_training, ["accuracy"])
-                add(TrainingConfig(method, task, seed, budget), tracks, twin_training)
-    return [job for job in jobs.values() if job.tracks]
+                planner.add(TrainingConfig(method, task, seed, budget), tracks)
+    return planner.jobs()
+
+
+class Planner:
+    """Resolves trainings into a graph of jobs: each training once, its upstreams before it.
+
+    A training gets the runs of ``tracks`` that have no record (all of them with ``force``). Its upstreams
+    join the plan as they are needed: a consumed upstream (``Method.requires``) for its trained model, when
+    the dependent trains and that model is not cached (a job with no tracks); the FP32 twin for its accuracy
+    record, when the dependent measures accuracy and the twin has none.
+    """
+
+    def __init__(self, store: ResultStore, division: str = "closed", force: bool = False):
+        self.store, self.division, self.force = store, division, force
+        self._jobs: dict[str, Job] = {}
+        self._trains: set[str] = set()
+
+    def add(self, training: TrainingConfig, tracks: Sequence[str], train: bool = False) -> None:
+        """Plan ``tracks`` of ``training``; ``train``: its model must exist afterwards (a dependent loads it)."""
+        key = training.hash
+        job = self._jobs.get(key)
+        if job is None:
+            upstream = training.upstreams()
+            job = Job(training, [], self.division, upstream, training.method.create().deployable_names())
+        missing = [track for track in tracks if track not in job.tracks and self._missing(job, track)]
+        train = train and (self.force or not self.is_cached(training))
+        if not missing and not train:
+            return
+        trains = bool(missing or train) and (self.force or not self.is_cached(training))
+        for role, upstream in job.upstream.items():
+            if role == TWIN:
+                self.add(upstream, ["accuracy"] if "accuracy" in missing else [])
+            else:
+                self.add(upstream, [], train=trains)
+        job.tracks.extend(missing)
+        self._jobs.setdefault(key, job)
+        if train:
+            self._trains.add(key)
+
+    def _missing(self, job: Job, track: str) -> bool:
+        return self.force or any(
+            not self.store.has(RunConfig(job.training, track, self.division, name).hash) for name in job.deployables
+        )
+
+    def is_cached(self, training: TrainingConfig) -> bool:
+        return artifact_complete(self.store.artifact_dir(training.hash))
+
+    def jobs(self) -> list[Job]:
+        return [job for key, job in self._jobs.items() if job.tracks or key in self._trains]
 
 
 class Executor(Protocol):
@@ -178,16 +237,17 @@ class LocalExecutor:
 def compute_job(work: JobWork, log: Log) -> ComputedJob:
     """Compute a job wherever this runs; trained models are cached only where the result folder exists.
 
-    On a worker of another machine the folder is absent (unless it is on a shared filesystem), so the
-    model is trained there and not cached.
+    On a worker of another machine the folder is absent (unless it is on a shared filesystem): the
+    upstream models come with the work, and the trained model goes back with the result for the driver
+    to cache.
     """
     store = ResultStore(work.root)
     runner = JobRunner(store, log, work.reuse_models, cache_models=store.root.is_dir())
-    return runner.compute(work.job, work.reference)
+    return runner.compute(work.job, work.reference, work.upstream_files)
 
 
 class JobRunner:
-    """Trains (or reloads) a job's model and measures each of its tracks into records.
+    """Trains (or reloads) a job's model and measures each of its tracks on each deployable into records.
 
     :meth:`compute` writes nothing but the trained-model cache under ``store.artifact_dir`` (and that
     only with ``cache_models``); calling the runner computes a job and saves it, in this process.
@@ -202,59 +262,73 @@ class JobRunner:
     def __call__(self, job: Job) -> JobResult:
         return save_job(self.store, self.compute(job, twin_reference(self.store, job)), self.log)
 
-    def compute(self, job: Job, reference: dict[str, float] | None) -> ComputedJob:
-        """Train or reload, then measure every track; ``reference`` is the twin's accuracy (see JobWork)."""
+    def compute(
+        self, job: Job, reference: dict[str, float] | None, upstream_files: dict[str, dict[str, bytes]] | None = None,
+    ) -> ComputedJob:  # fmt: skip
+        """Train or reload, then measure every run; ``reference`` is the twin's accuracy (see JobWork)."""
         computed = ComputedJob(job)
         try:
             task = TASKS.get(job.training.task).factory()
             method = job.training.method.create()
-            context = self._train_context(task, job.training)
-            artifact = self._artifact(method, context, job.training)
+            upstream = UpstreamArtifacts(job, self.store, upstream_files or {})
+            context = self._train_context(task, job.training, upstream)
+            artifact = self._artifact(method, context, job, computed)
+            deployables = artifact.all_deployables()
+            if tuple(deployables) != job.deployables:
+                raise ValueError(
+                    f"the method returned deployables {list(deployables)}, but its deployable_names() are "
+                    f"{list(job.deployables)}"
+                )
         except Exception as error:  # noqa: BLE001 - a failed run is reported, the others go on
             computed.failures.append(self._failure(job, "training", error))
             return computed
         for run in job.runs():
             try:
                 twin = self._twin_accuracy(job, reference) if run.track == "accuracy" else None
-                computed.outputs.append(self._measure(run, method, task, context, artifact, twin))
+                deployable = deployables[run.deployable]
+                computed.outputs.append(self._measure(run, method, task, context, artifact, deployable, twin))
             except Exception as error:  # noqa: BLE001
-                computed.failures.append(self._failure(job, run.track, error))
+                computed.failures.append(self._failure(job, describe_run(run), error))
         return computed
 
-    def _train_context(self, task: Task, training: TrainingConfig) -> TrainContext:
-        recipe = task.recipe(training.budget)
+    def _train_context(self, task: Task, training: TrainingConfig, upstream: UpstreamArtifacts) -> TrainContext:
+        recipe = training.recipe()
         splits = loaded_splits(task).for_run(training.seed, recipe.max_train_samples)
-        return TrainContext(task, splits, recipe, training.seed, training.budget)
+        return TrainContext(task, splits, recipe, training.seed, training.budget, upstream)
 
-    def _artifact(self, method: Method, context: TrainContext, training: TrainingConfig) -> Artifact:
+    def _artifact(self, method: Method, context: TrainContext, job: Job, computed: ComputedJob) -> Artifact:
+        training = job.training
         cached = self.store.artifact_dir(training.hash)
-        model_path, history_path = cached / "model.keras", cached / "history.json"
-        if self.cache_models and self.reuse_models and model_path.exists() and history_path.exists():
-            saved = json.loads(history_path.read_text())
-            model = keras.models.load_model(model_path, compile=False)
-            return Artifact(model, saved["history"], saved["train_seconds"], train_stats=saved.get("train_stats", {}))
+        if self.cache_models and self.reuse_models and artifact_complete(cached):
+            return load_artifact(cached)
         self.log(f"training {training.method} on {training.task} (seed {training.seed}, {training.budget})")
         artifact = train(method, context)
+        artifact.upstream_seconds = context.upstream.lineage()
         if self.cache_models:
-            cache_artifact(artifact, model_path, history_path)
+            save_artifact(artifact, cached)
+        else:
+            with tempfile.TemporaryDirectory(prefix="effbench-artifact-") as scratch:
+                save_artifact(artifact, Path(scratch) / "artifact")
+                computed.artifact_files = read_files(Path(scratch) / "artifact")
         return artifact
 
     def _measure(
         self, run: RunConfig, method: Method, task: Task, context: TrainContext, artifact: Artifact,
-        reference: dict[str, float] | None,
+        deployable: Deployable, reference: dict[str, float] | None,
     ) -> RunOutput:  # fmt: skip
         track = TRACKS.get(run.track).factory()
         started = time.perf_counter()
         # Tracks write the files they keep into a scratch folder; their bytes travel with the record.
         with tempfile.TemporaryDirectory(prefix="effbench-files-") as scratch:
             measure_context = MeasureContext(
-                model=artifact.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
+                model=deployable.model, artifact=artifact, task=task, splits=context.splits, seed=context.seed,
                 recipe=context.recipe, reference=reference, files_dir=Path(scratch),
                 retrain=lambda recipe: retrain(method, context, recipe),
+                deployable=run.deployable, tflite=deployable.tflite, deployment=method.deployment,
             )  # fmt: skip
             metrics = track.measure(measure_context)
             files = read_files(Path(scratch))
-        self.log(f"  {run.track}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
+        self.log(f"  {describe_run(run)}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
         record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
         final = self.store.files_dir(run.training.task, run.training.method.slug, run.hash)
         record.files = describe_files(files, final, self.store.root)
@@ -272,21 +346,118 @@ class JobRunner:
         return message
 
 
+def describe_run(run: RunConfig) -> str:
+    return f"{run.track} [{run.deployable}]" if run.deployable != MAIN else run.track
+
+
 def failure_message(job: Job, stage: str, error: BaseException) -> str:
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
     return f"{job.describe()} failed at {stage}: {detail}"
 
 
-def cache_artifact(artifact: Artifact, model_path: Path, history_path: Path) -> None:
-    """Keep a trained model for later invocations; renamed into place, so a reader never sees half of it."""
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_model = model_path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{model_path.name}")
-    artifact.model.save(temp_model)
-    temp_model.replace(model_path)
-    write_json_atomically(
-        history_path,
-        {"history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats},
-    )
+class UpstreamArtifacts(Mapping):
+    """A job's upstream artifacts by role, each loaded when first looked up (a fresh copy per job).
+
+    They come from the result folder's cache, or from the files the driver sent with the job.
+    """
+
+    def __init__(self, job: Job, store: ResultStore, files: Mapping[str, Mapping[str, bytes]]):
+        self._job, self._store, self._files = job, store, files
+        self._loaded: dict[str, Artifact] = {}
+
+    def __getitem__(self, role: str) -> Artifact:
+        if role not in self._loaded:
+            self._loaded[role] = self._load(role)
+        return self._loaded[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._job.upstream)
+
+    def __len__(self) -> int:
+        return len(self._job.upstream)
+
+    def _load(self, role: str) -> Artifact:
+        training = self._job.upstream[role]
+        cached = self._store.artifact_dir(training.hash)
+        if artifact_complete(cached):
+            return load_artifact(cached)
+        if training.hash in self._files:
+            with tempfile.TemporaryDirectory(prefix="effbench-upstream-") as scratch:
+                write_files(Path(scratch), self._files[training.hash])
+                return load_artifact(Path(scratch))
+        raise RuntimeError(
+            f"upstream '{role}' ({training.method} on {training.task}, seed {training.seed}) has no trained model: "
+            "its training failed or was not run"
+        )
+
+    def lineage(self) -> dict[str, float]:
+        """Training hash -> train seconds of every consumed upstream training, transitively, each once."""
+        seconds: dict[str, float] = {}
+        for training in self._job.training.consumed_upstreams().values():
+            summary = self._summary(training)
+            seconds.update(summary.get("upstream_seconds", {}))
+            seconds[training.hash] = summary["train_seconds"]
+        return seconds
+
+    def _summary(self, training: TrainingConfig) -> dict:
+        cached = self._store.artifact_dir(training.hash) / ARTIFACT_SUMMARY
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        return json.loads(self._files[training.hash][ARTIFACT_SUMMARY])
+
+
+# The file an artifact folder is complete with: written last, it lists every other file.
+ARTIFACT_SUMMARY = "history.json"
+
+
+def artifact_complete(folder: Path) -> bool:
+    return (folder / ARTIFACT_SUMMARY).is_file() and (folder / "model.keras").is_file()
+
+
+def save_artifact(artifact: Artifact, folder: Path) -> None:
+    """Keep a trained artifact, every deployable with it; each file renamed into place, the summary last.
+
+    A reader never sees half a file, and a folder without its summary is incomplete (trained again).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    deployables = {}
+    for index, (name, deployable) in enumerate(artifact.all_deployables().items()):
+        stem = "model" if name == MAIN else f"deployable-{index}"
+        entry = {"keras": f"{stem}.keras", "tflite": None}
+        _rename_into_place(folder / entry["keras"], deployable.model.save)
+        if deployable.tflite is not None:
+            entry["tflite"] = f"{stem}.tflite"
+            _rename_into_place(folder / entry["tflite"], lambda path, data=deployable.tflite: path.write_bytes(data))
+        deployables[name] = entry
+    write_json_atomically(folder / ARTIFACT_SUMMARY, {
+        "history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats,
+        "upstream_seconds": artifact.upstream_seconds, "deployables": deployables,
+    })  # fmt: skip
+
+
+def _rename_into_place(path: Path, write: Callable[[Path], object]) -> None:
+    temp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    write(temp)
+    temp.replace(path)
+
+
+def load_artifact(folder: Path) -> Artifact:
+    """The artifact :func:`save_artifact` kept in ``folder``, every deployable included."""
+    saved = json.loads((folder / ARTIFACT_SUMMARY).read_text())
+    # Folders written before deployables existed hold the main model only.
+    entries = saved.get("deployables", {MAIN: {"keras": "model.keras", "tflite": None}})
+    loaded = {
+        name: Deployable(
+            keras.models.load_model(folder / entry["keras"], compile=False),
+            (folder / entry["tflite"]).read_bytes() if entry.get("tflite") else None,
+        )
+        for name, entry in entries.items()
+    }
+    main = loaded.pop(MAIN)
+    return Artifact(
+        main.model, saved["history"], saved["train_seconds"], deployables=loaded, tflite=main.tflite,
+        train_stats=saved.get("train_stats", {}), upstream_seconds=saved.get("upstream_seconds", {}),
+    )  # fmt: skip
 
 
 def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:
@@ -302,6 +473,13 @@ def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:
 def save_job(store: ResultStore, computed: ComputedJob, log: Log) -> JobResult:
     """Write each run's files and then its record (in the driver); a run that cannot be written failed."""
     result = JobResult(computed.job, failures=list(computed.failures))
+    cached = store.artifact_dir(computed.job.training.hash)
+    if computed.artifact_files and not artifact_complete(cached):
+        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=store.root) as scratch:
+            write_files(Path(scratch), computed.artifact_files)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(cached, ignore_errors=True)
+            Path(scratch).rename(cached)
     for output in computed.outputs:
         try:
             store.save_with_files(output.record, output.files)
@@ -349,6 +527,13 @@ def read_files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    """The inverse of :func:`read_files`."""
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+
+
 def build_record(run: RunConfig, method: Method, metrics: list, curves: dict[str, list[float]]) -> Record:
     now = dt.datetime.now(dt.UTC)
     return Record(
@@ -358,6 +543,7 @@ def build_record(run: RunConfig, method: Method, metrics: list, curves: dict[str
         config=run.as_dict(),
         method=method.spec.slug,
         variant=run.training.method.variant,
+        deployable=run.deployable,
         suite=method.spec.suite,
         task=run.training.task,
         track=run.track,
@@ -416,7 +602,8 @@ def execute_plan(
         while pending or in_flight:
             while in_flight < slots and (job := next_ready(pending, unsaved)):
                 pending.remove(job)
-                executor.submit(JobWork(job, twin_reference(store, job), root, not force), log)
+                files = upstream_files(store, job) if getattr(executor, "ships_artifacts", False) else {}
+                executor.submit(JobWork(job, twin_reference(store, job), root, not force, files), log)
                 line.started(len(job.tracks))
                 in_flight += 1
             computed = executor.wait()
@@ -434,8 +621,15 @@ def execute_plan(
 
 
 def next_ready(pending: Sequence[Job], unsaved: set[str]) -> Job | None:
-    """The first pending job whose FP32 twin is saved or not in the plan: it may run now."""
-    return next((job for job in pending if job.twin is None or job.twin.hash not in unsaved), None)
+    """The first pending job whose upstreams are all saved or not in the plan: it may run now."""
+    return next((job for job in pending if not {u.hash for u in job.upstream.values()} & unsaved), None)
+
+
+def upstream_files(store: ResultStore, job: Job) -> dict[str, dict[str, bytes]]:
+    """The cached artifacts of a job's consumed upstreams, for a worker that cannot read the result folder."""
+    consumed = job.training.consumed_upstreams().values()
+    folders = {training.hash: store.artifact_dir(training.hash) for training in consumed}
+    return {key: read_files(folder) for key, folder in folders.items() if artifact_complete(folder)}
 
 
 def report_failures(failures: Sequence[str]) -> int:

@@ -64,6 +64,13 @@ class MeasureContext:
     # Trains the run's method again on the same task and seed under another recipe (sensitivity);
     # None when the model did not come from a method.
     retrain: Callable[[Recipe], Artifact] | None = None
+    # Which of the artifact's deployables ``model`` is: "" for the main one, else its name.
+    deployable: str = ""
+    # The deployable's converted flatbuffer, where that is the deployment (post-training quantization);
+    # the tracks that run flatbuffers measure it instead of converting ``model``.
+    tflite: bytes | None = None
+    # The edge variant that is the method's deployment ("int8", "lce"), reported again as scope "deployed".
+    deployment: str | None = None
 
 
 class Track(abc.ABC):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,18 +13,26 @@ from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 
 if TYPE_CHECKING:
+    from effbench.method import Artifact
     from effbench.tasks.base import Task
 
 
 @dataclass(frozen=True)
 class TrainContext:
-    """Everything a method needs to train: the task, the run's splits, recipe, seed and budget."""
+    """Everything a method needs to train: the task, the run's splits, recipe, seed and budget.
+
+    ``upstream`` holds the trained artifacts of the method's upstreams by role (``Method.requires``, and
+    ``twin``), each loaded from the cache when first looked up, a fresh copy per run: a method may
+    fine-tune an upstream's model in place. ``recipe`` is the task's fine-tune recipe for a method that
+    starts from a ``trained`` upstream.
+    """
 
     task: "Task"
     splits: Splits
     recipe: Recipe
     seed: int
     budget: Budget
+    upstream: Mapping[str, "Artifact"] = field(default_factory=dict)
 
 
 def classification_loss() -> keras.losses.Loss:

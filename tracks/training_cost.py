@@ -2,12 +2,17 @@
 
 Read from the training the run already did (nothing is retrained):
 
-- ``train_seconds``: wall time of the method's training, validation passes included (s).
+- ``train_seconds``: wall time of the method's own training, validation passes included (s).
+- ``upstream_train_seconds``: wall time of the upstream trainings the method starts from (``Method.requires``:
+  a trained model to compress, a teacher), transitively, each counted once; the FP32 twin as a mere reference
+  is not counted. ``total_train_seconds``: the sum of both, what a user pays end to end (s).
 - ``epochs``; ``epoch_seconds_median``: median wall time of one epoch, validation excluded (s).
 - ``samples_per_s``: training examples per epoch / ``epoch_seconds_median``.
 - ``peak_rss_bytes``: peak resident memory of the process during training (Linux ``VmHWM``, reset just
   before the method runs; it includes the loaded dataset and TensorFlow itself); ``peak_gpu_bytes``:
   TensorFlow's peak GPU allocation, where a GPU is present.
+- A method that only transforms a trained upstream (no epochs) gets ``epochs`` = 0 and none of the per-epoch
+  metrics below.
 - ``target_accuracy``: the task's declared validation top-1 target; ``target_reached`` (1 or 0); when
   reached, ``epochs_to_target`` (the first epoch whose validation top-1 is at least the target) and
   ``seconds_to_target`` (the sum of epoch times up to and including it).
@@ -41,19 +46,27 @@ def target_metrics(val_accuracy: list[float], epoch_seconds: list[float], target
 class TrainingCostTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:
         artifact = context.artifact
-        if artifact is None or context.task is None or "epoch_seconds" not in artifact.history:
+        if artifact is None or context.task is None:
             raise ValueError("the training_cost track measures a training run: use `effbench run`, not a model file")
-        epoch_seconds = artifact.history["epoch_seconds"]
-        median_epoch = statistics.median(epoch_seconds)
+        upstream = sum(artifact.upstream_seconds.values())
         stats = artifact.train_stats
         metrics = [
             Metric("train_seconds", artifact.train_seconds, "s"),
-            Metric("epochs", len(epoch_seconds), "epoch"),
-            Metric("epoch_seconds_median", median_epoch, "s"),
-            Metric("samples_per_s", stats["train_samples"] / median_epoch, "samples/s"),
+            Metric("upstream_train_seconds", upstream, "s"),
+            Metric("total_train_seconds", artifact.train_seconds + upstream, "s"),
             Metric("peak_rss_bytes", stats["peak_rss_bytes"], "byte"),
         ]
         if "peak_gpu_bytes" in stats:
             metrics.append(Metric("peak_gpu_bytes", stats["peak_gpu_bytes"], "byte"))
+        # A method that transforms a trained upstream without training (post-training) has no epochs.
+        epoch_seconds = artifact.history.get("epoch_seconds", [])
+        metrics.append(Metric("epochs", len(epoch_seconds), "epoch"))
+        if not epoch_seconds:
+            return metrics
+        median_epoch = statistics.median(epoch_seconds)
+        metrics += [
+            Metric("epoch_seconds_median", median_epoch, "s"),
+            Metric("samples_per_s", stats["train_samples"] / median_epoch, "samples/s"),
+        ]
         val_accuracy = artifact.history.get("val_accuracy", [])
         return metrics + target_metrics(val_accuracy, epoch_seconds, context.task.spec.target_accuracy)

@@ -80,9 +80,16 @@ class Task(abc.ABC):
 
     spec: ClassVar[TaskSpec]
     recipes: ClassVar[dict[str, Recipe]]
+    # The recipe per budget of methods that start from trained weights (a ``trained`` upstream: pruning,
+    # quantization-aware fine-tuning, binarizing a trained twin). A budget without one fine-tunes with the
+    # training recipe, as BiBench fine-tunes binarized networks from the float checkpoint with the full schedule.
+    finetune_recipes: ClassVar[dict[str, Recipe]] = {}
 
     def recipe(self, budget: Budget) -> Recipe:
         return self.recipes[check_budget(budget)]
+
+    def finetune_recipe(self, budget: Budget) -> Recipe:
+        return self.finetune_recipes.get(check_budget(budget)) or self.recipe(budget)
 
     @abc.abstractmethod
     def load_splits(self) -> Splits:

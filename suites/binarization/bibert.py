@@ -22,10 +22,10 @@ Direction-Matching Distillation (DMD), the training loss (``run``)::
 
 the norms taken over the whole batch tensor: the student matches the *directions* of the teacher's
 similarity matrices, not their magnitudes, which a binary model cannot reproduce. The teacher is the
-float tiny transformer, trained inside ``run`` first with the same recipe (its training time counts
-in this method's ``train_seconds``: BiBERT needs a full-precision model); the student starts from the
-teacher's weights (BiBERT initialises the binary model from the fine-tuned float one) and the teacher
-is frozen.
+float tiny transformer, the upstream of role ``teacher``: the FP32 twin's own training, trained once by
+the runner before this method (its time is the record's ``upstream_train_seconds``: BiBERT needs a
+full-precision model); the student starts from the teacher's weights (BiBERT initialises the binary
+model from the fine-tuned float one) and the teacher is frozen.
 
 What came from where. The abstract names Bi-Attention and DMD. The rules above are from the authors'
 code (https://github.com/htqin/BiBERT): ``ZMeanBinaryQuantizer`` (sign with -1 -> 0; gradient zero
@@ -53,9 +53,9 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.method import ArchitectureMethod, Artifact, MethodRef
+from effbench.method import Artifact, MethodRef
 from effbench.operators import OperatorMethod, binarize
-from effbench.registry import Paper, Taxonomy, register_method
+from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.schedule import EpochSchedule
 from effbench.training import TrainContext, fit
 from suites.architectures._transformer import AttentionCore
@@ -148,12 +148,12 @@ class DirectionMatchingDistiller(keras.Model):
     kind="operator",
     paper=Paper("BiBERT: Accurate Fully Binarized BERT", 2022, "https://arxiv.org/abs/2203.06390"),
     summary="Bi-Attention ({0,1} weights = 1[Q_b K_b^T > 0], no softmax) + direction-matching distillation "
-    "of QQ^T, KK^T, VV^T from a float teacher trained in the run",
+    "of QQ^T, KK^T, VV^T from the trained float twin as teacher",
     taxonomy=Taxonomy(weight_bits=1, activation_bits=1, applied="training", data="labelled"),
     scale="small-faithful",
 )
 class BiBERT(OperatorMethod):
-    """Options: ``distill`` (train a float teacher and distil from it, true; false trains on labels only),
+    """Options: ``distill`` (distil from the trained float twin, true; false trains on labels only),
     ``backbone``."""
 
     default_options = {**OperatorMethod.default_options, "backbone": "tiny-transformer", "distill": True}
@@ -169,19 +169,19 @@ class BiBERT(OperatorMethod):
             return BiAttention(layer.heads, name=layer.name)
         return None
 
+    def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
+        """The teacher is the FP32 twin's training, shared with the plan's twin (trained once)."""
+        return {"teacher": MethodRef.parse(self.backbone(task.default_backbone))} if self.options["distill"] else {}
+
     def run(self, context: TrainContext) -> Artifact:
         if not self.options["distill"]:
             return super().run(context)
-        backbone = MethodRef.parse(self.backbone(context.task.spec.default_backbone)).create()
-        if not isinstance(backbone, ArchitectureMethod):
-            raise ValueError(f"backbone '{backbone.spec.slug}' is a {backbone.spec.kind}, not an architecture")
-        teacher = backbone.run(context)
+        teacher = context.upstream["teacher"].model
         student = binarize(
-            teacher.model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
+            teacher, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
             binary_layer=self.binary_layer, replace_layer=self.replace_layer,
         )  # fmt: skip
-        distiller = DirectionMatchingDistiller(student, teacher.model, name=f"{student.name}_dmd")
+        distiller = DirectionMatchingDistiller(student, teacher, name=f"{student.name}_dmd")
         callbacks = [EpochSchedule(context.recipe.epochs), *self.callbacks(student, context)]
         history, seconds = fit(distiller, context, callbacks=callbacks)
-        history = {**{f"teacher_{k}": v for k, v in teacher.history.items()}, **history}
-        return Artifact(model=student, history=history, train_seconds=teacher.train_seconds + seconds)
+        return Artifact(model=student, history=history, train_seconds=seconds)

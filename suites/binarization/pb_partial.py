@@ -15,10 +15,11 @@ sign(0) = +1. The mask is a pure function of the latent kernel, so the deployed 
 its final weights give; nothing extra is stored or trained.
 
 **Compression, not a drop-in operator** (kind ``compression``): PB-LLM partially binarizes a *trained*
-network. :meth:`PartialBinarization.run` first trains the float backbone with the task's recipe (the same
-training as the FP32 twin), then partially binarizes it (the float weights carry over) and fine-tunes it
-with the recipe again, the salient weights frozen. The training history is both phases, one after the
-other, so the training-cost track counts both. Activations stay float, as in PB-LLM (weight-only).
+network. Its upstream of role ``trained`` is the float backbone's training (the FP32 twin's own, trained
+once by the runner); :meth:`PartialBinarization.run` partially binarizes that model (the float weights
+carry over) and fine-tunes it with the task's fine-tune recipe, the salient weights frozen. The history
+and ``train_seconds`` are the fine-tuning's; the training-cost track reports the float training as
+``upstream_train_seconds``. Activations stay float, as in PB-LLM (weight-only).
 
 **Bits.** A weight costs on average (1 - r) x 1 + r x 8 bits, plus 1 bit of mask (a bitmap over the
 layer) when 0 < r < 1: 2.7 bits at r = 0.1. The complexity track takes integer widths, so the kernel
@@ -150,10 +151,11 @@ class PartialBinarization(OperatorMethod):
         """The task's backbone, partially binarized (untrained; :meth:`run` trains it float first)."""
         return self.partially_binarize(self.float_backbone(task))
 
+    def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
+        """The trained float backbone: the FP32 twin's own training, shared with the plan's twin."""
+        return {"trained": MethodRef.parse(self.backbone(task.default_backbone))}
+
     def run(self, context: TrainContext) -> Artifact:
-        float_model = self.float_backbone(context.task.spec)
-        pretrain, pretrain_seconds = fit(float_model, context)
-        model = self.partially_binarize(float_model)
-        finetune, finetune_seconds = fit(model, context, callbacks=self.callbacks(model, context))
-        history = {key: pretrain.get(key, []) + finetune.get(key, []) for key in {*pretrain, *finetune}}
-        return Artifact(model=model, history=history, train_seconds=pretrain_seconds + finetune_seconds)
+        model = self.partially_binarize(context.upstream["trained"].model)
+        history, seconds = fit(model, context, callbacks=self.callbacks(model, context))
+        return Artifact(model=model, history=history, train_seconds=seconds)
