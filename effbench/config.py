@@ -36,7 +36,7 @@ class TrainingConfig:
 
     def upstreams(self) -> dict[str, "TrainingConfig"]:
         """Role -> the training this one starts from or compares with (same task, seed and budget)."""
-        refs = self.method.create().upstream(TASKS.get(self.task).spec)
+        refs = self.method.upstream(TASKS.get(self.task).spec)
         return {role: TrainingConfig(ref, self.task, self.seed, self.budget) for role, ref in refs.items()}
 
     def consumed_upstreams(self) -> dict[str, "TrainingConfig"]:
@@ -67,6 +67,9 @@ class TrainingConfig:
             "budget": self.budget,
             "recipe": self.recipe().as_config(),
         }
+        if self.method.modifiers:
+            modifiers = self.method.create_modifiers()
+            config["modifiers"] = [{"modifier": m.spec.slug, "options": m.options} for m in modifiers]
         upstream = self._upstream_hashes()
         if upstream:
             config["upstream"] = upstream

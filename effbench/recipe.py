@@ -33,7 +33,9 @@ class Recipe:
     horizontal flip; for natural images only).
     """
 
-    optimizer: Literal["sgd", "adam"] = "adam"
+    # "sgd" (Nesterov, ``momentum``), "adam", "adamw" (decoupled ``weight_decay``), or the name of any other
+    # tf_keras optimizer ("rmsprop", "adagrad", "nadam", "lion", ...), built with the scheduled learning rate.
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -43,6 +45,11 @@ class Recipe:
     augmentation: Literal["none", "crop-flip"] = "none"
     max_train_samples: int | None = None
     distribution: Literal["none", "mirrored", "tpu"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in NAMED_OPTIMIZERS and self.optimizer not in keras_optimizers():
+            known = ", ".join(sorted({*NAMED_OPTIMIZERS, *keras_optimizers()}))
+            raise ValueError(f"recipe optimizer '{self.optimizer}' is not a tf_keras optimizer (known: {known})")
 
     def as_config(self) -> dict:
         return asdict(self)
@@ -62,7 +69,24 @@ class Recipe:
         decay = self.weight_decay or None
         if self.optimizer == "sgd":
             return keras.optimizers.SGD(rate, momentum=self.momentum, nesterov=True, weight_decay=decay)
-        return keras.optimizers.Adam(rate, weight_decay=decay)
+        if self.optimizer == "adam":
+            return keras.optimizers.Adam(rate, weight_decay=decay)
+        if self.optimizer == "adamw":
+            return keras.optimizers.AdamW(rate, weight_decay=self.weight_decay)
+        return keras_optimizers()[self.optimizer](learning_rate=rate, weight_decay=decay)
+
+
+NAMED_OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def keras_optimizers() -> dict[str, type]:
+    """tf_keras's optimizer classes by lower-case name (``rmsprop``, ``lion``, ...)."""
+    base = keras.optimizers.Optimizer
+    return {
+        name.lower(): value
+        for name, value in vars(keras.optimizers).items()
+        if isinstance(value, type) and issubclass(value, base) and value is not base
+    }
 
 
 def distribution_strategy(recipe: Recipe) -> tf.distribute.Strategy:

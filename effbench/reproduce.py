@@ -69,7 +69,7 @@ from typing import Any
 import pandas as pd
 
 from effbench.config import RunConfig, TrainingConfig
-from effbench.method import MAIN, MethodRef
+from effbench.method import MAIN, MethodRef, ModifierRef
 from effbench.recipe import BUDGETS
 from effbench.records import Record, ResultStore
 from effbench.registry import TRACKS, RegistryError
@@ -308,7 +308,10 @@ def select_records(
 def rebuild(record: Record) -> RunConfig:
     """The run a record describes, from its stored config, with today's registry and recipes."""
     config = record.config
-    method = MethodRef(config["method"], tuple(sorted(config["options"].items())))
+    modifiers = tuple(
+        ModifierRef(item["modifier"], tuple(sorted(item["options"].items()))) for item in config.get("modifiers", [])
+    )
+    method = MethodRef(config["method"], tuple(sorted(config["options"].items())), modifiers)
     method.create()  # the method still exists and accepts these options
     TRACKS.get(config["track"])
     training = TrainingConfig(method, config["task"], config["seed"], config["budget"])

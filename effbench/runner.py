@@ -38,6 +38,7 @@ from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import MAIN, TWIN, Artifact, Deployable, Method, MethodRef
 from effbench.progress import ProgressLine
+from effbench.protocol import division_of
 from effbench.recipe import Recipe, distribution_strategy
 from effbench.records import Record, ResultStore, describe_files, write_json_atomically
 from effbench.registry import METHODS, TASKS, TRACKS
@@ -62,6 +63,8 @@ class Job:
     division: str = "closed"
     upstream: dict[str, TrainingConfig] = field(default_factory=dict)
     deployables: tuple[str, ...] = (MAIN,)
+    # The division of the twin's accuracy record (a run of its own, in its own division); None: ``division``.
+    twin_division: str | None = None
 
     @property
     def twin(self) -> TrainingConfig | None:
@@ -135,10 +138,15 @@ def make_plan(
     tracks: Sequence[str],
     budget: str,
     store: ResultStore,
-    division: str = "closed",
+    division: str | None = None,
     force: bool = False,
 ) -> list[Job]:
-    """The jobs that measure every missing run, upstream trainings first (see :class:`Planner`)."""
+    """The jobs that measure every missing run, upstream trainings first (see :class:`Planner`).
+
+    ``division`` None gives each run the division its method qualifies for (:func:`effbench.protocol.division_of`);
+    a division puts every run in it as given: a caller that takes it from a user judges it first
+    (``effbench run --division closed``, ``effbench submit``), one that repeats a record does not.
+    """
     for track in tracks:
         TRACKS.get(track)
     planner = Planner(store, division, force)
@@ -159,7 +167,7 @@ class Planner:
     record, when the dependent measures accuracy and the twin has none.
     """
 
-    def __init__(self, store: ResultStore, division: str = "closed", force: bool = False):
+    def __init__(self, store: ResultStore, division: str | None = None, force: bool = False):
         self.store, self.division, self.force = store, division, force
         self._jobs: dict[str, Job] = {}
         self._trains: set[str] = set()
@@ -170,7 +178,9 @@ class Planner:
         job = self._jobs.get(key)
         if job is None:
             upstream = training.upstreams()
-            job = Job(training, [], self.division, upstream, training.method.create().deployable_names())
+            job = Job(training, [], self.division_of(training), upstream, training.method.create().deployable_names())
+            if TWIN in upstream:
+                job.twin_division = self.division_of(upstream[TWIN])
         missing = [track for track in tracks if track not in job.tracks and self._missing(job, track)]
         train = train and (self.force or not self.is_cached(training))
         if not missing and not train:
@@ -186,9 +196,13 @@ class Planner:
         if train:
             self._trains.add(key)
 
+    def division_of(self, training: TrainingConfig) -> str:
+        """The plan's division, or where it has none the one the training's method qualifies for."""
+        return self.division or division_of(training.method)
+
     def _missing(self, job: Job, track: str) -> bool:
         return self.force or any(
-            not self.store.has(RunConfig(job.training, track, self.division, name).hash) for name in job.deployables
+            not self.store.has(RunConfig(job.training, track, job.division, name).hash) for name in job.deployables
         )
 
     def is_cached(self, training: TrainingConfig) -> bool:
@@ -294,7 +308,8 @@ class JobRunner:
     def _train_context(self, task: Task, training: TrainingConfig, upstream: UpstreamArtifacts) -> TrainContext:
         recipe = training.recipe()
         splits = loaded_splits(task).for_run(training.seed, recipe.max_train_samples)
-        return TrainContext(task, splits, recipe, training.seed, training.budget, upstream)
+        modifiers = training.method.create_modifiers()
+        return TrainContext(task, splits, recipe, training.seed, training.budget, upstream, modifiers)
 
     def _artifact(self, method: Method, context: TrainContext, job: Job, computed: ComputedJob) -> Artifact:
         training = job.training
@@ -464,7 +479,7 @@ def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:
     """The twin's whole-model accuracy metrics, read from the store in the driver; None if it has none."""
     if job.twin is None:
         return None
-    record = store.find(RunConfig(job.twin, "accuracy", job.division).hash)
+    record = store.find(RunConfig(job.twin, "accuracy", job.twin_division or job.division).hash)
     if record is None:
         return None
     return {m.name: float(m.value) for m in record.metrics if not m.scope and not isinstance(m.value, str)}

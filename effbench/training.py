@@ -14,6 +14,7 @@ from effbench.tf import keras, tf
 
 if TYPE_CHECKING:
     from effbench.method import Artifact
+    from effbench.modifiers import Modifier
     from effbench.tasks.base import Task
 
 
@@ -24,7 +25,7 @@ class TrainContext:
     ``upstream`` holds the trained artifacts of the method's upstreams by role (``Method.requires``, and
     ``twin``), each loaded from the cache when first looked up, a fresh copy per run: a method may
     fine-tune an upstream's model in place. ``recipe`` is the task's fine-tune recipe for a method that
-    starts from a ``trained`` upstream.
+    starts from a ``trained`` upstream. ``modifiers`` are the training modifiers :func:`fit` applies.
     """
 
     task: "Task"
@@ -33,6 +34,7 @@ class TrainContext:
     seed: int
     budget: Budget
     upstream: Mapping[str, "Artifact"] = field(default_factory=dict)
+    modifiers: tuple["Modifier", ...] = ()
 
 
 def classification_loss() -> keras.losses.Loss:
@@ -135,8 +137,11 @@ def fit(
 ) -> tuple[dict[str, list[float]], float]:
     """Compile ``model`` for the recipe and train it; return the per-epoch history and wall seconds.
 
-    The history has Keras's curves plus ``epoch_seconds``.
+    The history has Keras's curves plus ``epoch_seconds``. The run's training modifiers wrap ``model``
+    first (each trains it through a model of its own, such as a distiller); ``model`` is what is trained.
     """
+    for modifier in context.modifiers:
+        model = modifier.training_model(model, context)
     compile_for_recipe(model, context, loss)
     started = time.perf_counter()
     history = model.fit(

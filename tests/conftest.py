@@ -66,8 +66,9 @@ def toy_methods():
         METHODS.remove(slug)
 
 
-# Accuracy records of FP32 twins already trained in this test session, per (twin, task): the operator tests
-# share them, so each trains only its own method (the twin's smoke run is the same run every time).
+# Result folders holding the accuracy record and trained model of FP32 twins already trained in this test
+# session, per (twin, task): the operator tests share them, so each trains only its own method (the twin's
+# smoke run is the same run every time).
 _TWIN_RECORDS: dict[tuple[str, str], Path] = {}
 
 
@@ -89,7 +90,7 @@ def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir, twin: str =
     store = ResultStore(store_dir)
     cached = _TWIN_RECORDS.get((twin, task))
     if cached is not None:
-        shutil.copytree(cached, Path(store_dir) / "records", dirs_exist_ok=True)
+        shutil.copytree(cached, Path(store_dir), dirs_exist_ok=True)
     jobs = make_plan([MethodRef.parse(slug)], [task], [0], ["accuracy"], "smoke", store)
     assert [str(job.training.method) for job in jobs] == ([slug] if cached else [twin, slug])
     results = execute_plan(jobs, store, log=lambda _: None)
@@ -97,11 +98,14 @@ def assert_operator_reports_ratio_to_fp32_twin(slug: str, store_dir, twin: str =
     metrics = {m.name: m.value for m in results[-1].records[0].metrics}
     assert metrics["top1_relative"] == pytest.approx(metrics["top1"] / metrics["fp32_top1"])
     if cached is None:
+        # The twin's record and trained model: a method that starts from the twin (pb-partial) loads it.
         keep = Path(tempfile.mkdtemp(prefix="effbench-twin-"))
         atexit.register(shutil.rmtree, keep, True)
         twin_store = ResultStore(keep)
         twin_store.save(results[0].records[0])
-        _TWIN_RECORDS[(twin, task)] = keep / "records"
+        twin_hash = results[0].records[0].training_hash
+        shutil.copytree(store.artifact_dir(twin_hash), twin_store.artifact_dir(twin_hash))
+        _TWIN_RECORDS[(twin, task)] = keep
     return metrics
 
 

@@ -16,11 +16,12 @@ output position the layer costs :math:`K + \sum_{edges} d` binary operations ins
 same total distance; the tree is rooted at its centre, which minimises its depth (the length of the
 longest chain of dependent channels, the latency of a parallel implementation) for that tree.
 
-The method trains a BNN with the ``bnn`` operator (sign, clipped STE, the task's default backbone or
-``backbone``, the task's recipe; nothing is copied: :class:`~suites.binarization.bnn.BNN` runs as it is),
-then swaps every binary ``QuantConv2D`` / ``QuantDense`` for :class:`MSTQuantConv2D` /
-:class:`MSTQuantDense`: the same layer (same config, weights and outputs: the compressed model's
-accuracy is the BNN's by construction) that also declares its cost to the complexity track
+The method starts from a trained BNN, its upstream of role ``trained``: the ``bnn`` operator (sign,
+clipped STE, the task's default backbone or ``backbone``, the task's recipe), trained once by the runner
+and shared with a ``bnn`` run of the same task and seed. It does not train: it swaps every binary
+``QuantConv2D`` / ``QuantDense`` for :class:`MSTQuantConv2D` / :class:`MSTQuantDense`: the same layer
+(same config, weights and outputs: the compressed model's accuracy is the BNN's by construction) that
+also declares its cost to the complexity track
 (``effbench_cost``): MACs :math:`= (K + \sum_{edges} d) \cdot S_{out}` binary multiply-accumulates,
 :math:`S_{out}` the output positions, at 1 bit x 1 bit, so its BOPs are those MACs; elementwise ops
 :math:`= (C_{out} - 1) S_{out}` adds of the parents' values, plus the bias adds and the activation, as
@@ -47,6 +48,7 @@ Options: ``backbone`` (a method reference of the architecture to binarize; the t
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -59,9 +61,9 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
+from effbench.graph import rewrite
 from effbench.method import Artifact, Method, MethodRef
-from effbench.operators import transfer_weights
-from effbench.registry import Paper, Taxonomy, register_method
+from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.training import TrainContext
 
 
@@ -226,13 +228,11 @@ def mst_compress(model: keras.Model) -> keras.Model:
     Same layer names, configs and weights: the copy computes exactly what ``model`` computes.
     """
 
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return MST_COUNTERPARTS.get(type(layer), type(layer)).from_config(layer.get_config())
+    def rule(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        counterpart = MST_COUNTERPARTS.get(type(layer))
+        return counterpart.from_config(layer.get_config()) if counterpart else None
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        transfer_weights(layer, copy.get_layer(layer.name))
-    return copy
+    return rewrite(model, rule)
 
 
 def mst_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -256,14 +256,15 @@ def mst_layers(model: keras.Model) -> list[keras.layers.Layer]:
 class MSTCompression(Method):
     default_options: ClassVar[dict[str, Any]] = {"backbone": None}
 
-    def bnn(self) -> Method:
-        """The ``bnn`` operator on the same backbone, trained as it is."""
+    def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
+        """The trained BNN: the ``bnn`` operator on the same backbone, trained once by the runner."""
         backbone = self.options["backbone"]
-        return MethodRef("bnn", (("backbone", backbone),) if backbone else ()).create()
+        return {"trained": MethodRef("bnn", (("backbone", backbone),) if backbone else ())}
 
     def run(self, context: TrainContext) -> Artifact:
-        trained = self.bnn().run(context)
-        return Artifact(mst_compress(trained.model), trained.history, trained.train_seconds)
+        started = time.perf_counter()
+        model = mst_compress(context.upstream["trained"].model)
+        return Artifact(model, train_seconds=time.perf_counter() - started)
 
     def fp32_twin(self, task_default_backbone: str) -> str:
         return self.options["backbone"] or task_default_backbone
