@@ -8,12 +8,19 @@ part of the config, so the same file on the same device and threads is one measu
 
 from __future__ import annotations
 
+from effbench.benchmark_log import DEVICE_METRICS, benchmark_model_metrics
 from effbench.config import RunConfig, TrainingConfig, stable_hash
 from effbench.records import Record, ResultStore
+from effbench.registry import TrackSpec
 from effbench.runner import build_record
-from tracks.edge import benchmark_model_metrics
 
 DEVICE_TRACK = "edge_device"
+# Not a registered track (nothing here measures: a user does, on their device), but its records are read like
+# any track's, so it says what its metrics mean in the same way (the index lists it among recorded_tracks).
+DEVICE_TRACK_SPEC = TrackSpec(
+    DEVICE_TRACK, summary="benchmark_model timings of a converted model, measured on a user's own device",
+    needs_task_data=False, metrics=DEVICE_METRICS,
+)  # fmt: skip
 
 
 def converted_file_sha256(store: ResultStore, training: TrainingConfig, division: str, variant: str) -> str:

@@ -22,11 +22,16 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from effbench.modifiers import checked_options
+from effbench.protocol import default_twin
 from effbench.registry import METHODS, MethodSpec, RegistryError, TaskSpec
 from effbench.tf import keras
 from effbench.training import TrainContext, fit
+
+if TYPE_CHECKING:
+    from effbench.modifiers import Modifier
 
 # The name of an artifact's main deployable (``Artifact.model``).
 MAIN = ""
@@ -72,33 +77,76 @@ class Artifact:
         return {MAIN: Deployable(self.model, self.tflite), **self.deployables}
 
 
+def _parse_ref(text: str, noun: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``slug:key=value,key=value`` -> (slug, sorted options)."""
+    slug, _, option_text = text.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, option_text.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{noun} option '{item}' in '{text}' must be written key=value")
+        options[key.strip()] = _parse_option_value(raw.strip())
+    return slug.strip(), tuple(sorted(options.items()))
+
+
+def _options_text(options: tuple[tuple[str, Any], ...]) -> str:
+    return ",".join(f"{key}={value}" for key, value in options)
+
+
 @dataclass(frozen=True)
-class MethodRef:
-    """A method slug plus options, as written on the command line: ``resnet-cifar:depth=56``."""
+class ModifierRef:
+    """A training modifier's slug plus options: ``kd:teacher=vgg-small`` (see :mod:`effbench.modifiers`)."""
 
     slug: str
     options: tuple[tuple[str, Any], ...] = ()
 
+    def __str__(self) -> str:
+        return f"{self.slug}:{_options_text(self.options)}" if self.options else self.slug
+
+    def create(self) -> "Modifier":
+        from effbench.modifiers import MODIFIERS
+
+        return MODIFIERS.get(self.slug).factory(**dict(self.options))
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    """A method slug plus options, and any training modifiers: ``resnet-cifar:depth=56+kd:teacher=vgg-small``."""
+
+    slug: str
+    options: tuple[tuple[str, Any], ...] = ()
+    modifiers: tuple[ModifierRef, ...] = ()
+
     @classmethod
     def parse(cls, text: str) -> "MethodRef":
-        slug, _, option_text = text.partition(":")
-        options: dict[str, Any] = {}
-        for item in filter(None, option_text.split(",")):
-            key, sep, raw = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"method option '{item}' in '{text}' must be written key=value")
-            options[key.strip()] = _parse_option_value(raw.strip())
-        return cls(slug.strip(), tuple(sorted(options.items())))
+        method, *modifiers = text.split("+")
+        slug, options = _parse_ref(method, "method")
+        return cls(slug, options, tuple(ModifierRef(*_parse_ref(item, "modifier")) for item in modifiers))
 
     @property
     def variant(self) -> str:
-        return ",".join(f"{key}={value}" for key, value in self.options)
+        """The options and the modifiers, as written: ``depth=56+kd:teacher=vgg-small``."""
+        return _options_text(self.options) + "".join(f"+{modifier}" for modifier in self.modifiers)
 
     def __str__(self) -> str:
-        return f"{self.slug}:{self.variant}" if self.options else self.slug
+        text = f"{self.slug}:{_options_text(self.options)}" if self.options else self.slug
+        return text + "".join(f"+{modifier}" for modifier in self.modifiers)
 
     def create(self) -> "Method":
         return METHODS.get(self.slug).factory(**dict(self.options))
+
+    def create_modifiers(self) -> tuple["Modifier", ...]:
+        return tuple(modifier.create() for modifier in self.modifiers)
+
+    def upstream(self, task: TaskSpec) -> dict[str, "MethodRef"]:
+        """The method's upstreams by role (:meth:`Method.upstream`) and its modifiers' (a teacher)."""
+        refs = self.create().upstream(task)
+        for modifier in self.create_modifiers():
+            for role, ref in modifier.requires(task).items():
+                if role in refs:
+                    raise RegistryError(f"'{self}': modifier '{modifier.spec.slug}' and the method share role '{role}'")
+                refs[role] = ref
+        return refs
 
 
 def _parse_option_value(raw: str) -> Any:
@@ -115,13 +163,7 @@ class Method(abc.ABC):
     default_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.default_options))
-        if unknown:
-            known = ", ".join(sorted(self.default_options)) or "none"
-            raise RegistryError(
-                f"method '{self.spec.slug}' has no option {', '.join(unknown)} (options: {known})"
-            )
-        self.options = {**self.default_options, **options}
+        self.options = checked_options("method", self.spec.slug, self.default_options, options)
 
     @abc.abstractmethod
     def run(self, context: TrainContext) -> Artifact:
@@ -147,10 +189,11 @@ class Method(abc.ABC):
     def fp32_twin(self, task_default_backbone: str) -> str | None:
         """The float reference this method is compared with on a task, as a method reference.
 
-        ``None`` for methods that are their own reference (architectures). Compressed methods return
-        the backbone they compress, so the accuracy track reports the ratio to its top-1.
+        By default the method's suite protocol chooses (:func:`effbench.protocol.default_twin`): the
+        backbone a binarization method binarizes, so the accuracy track reports the ratio to its top-1;
+        ``None`` for methods that are their own reference (architectures). A method may override it.
         """
-        return None
+        return default_twin(self, task_default_backbone)
 
     def upstream(self, task: TaskSpec) -> dict[str, MethodRef]:
         """Every upstream by role: :meth:`requires`, plus the FP32 twin as role ``twin``."""

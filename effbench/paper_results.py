@@ -17,8 +17,9 @@ human-edited file, one entry per reported value (``suites/binarization/paper_res
 
 Each entry becomes one ``accuracy`` record (metric ``top1``, unit ``ratio``, seed 0, budget ``paper``) whose
 config mirrors the run of that method that ``effbench run`` would make: an operator's ``backbone`` option is
-set where the backbone is not the task's default (``bnn:backbone=vgg-small``, which is then division
-``open``, as the closed division fixes the backbone); a method with no ``backbone`` option (an architecture,
+set where the backbone is not the task's default (``bnn:backbone=vgg-small``), and the division is the one
+``effbench run`` would give it (:func:`effbench.protocol.division_of`: ``open`` there, as the closed division
+fixes the backbone); a method with no ``backbone`` option (an architecture,
 for a float reference) must be the backbone itself. The config also holds the ``source`` and a ``paper``
 block (citation, setting, backbone, note), so its hash never equals a measured run's: a paper record never
 makes ``effbench run`` skip the run it stands beside. Records are deterministic (run id, timestamp and
@@ -42,6 +43,7 @@ from effbench import __version__
 from effbench.config import RunConfig, TrainingConfig
 from effbench.hashing import stable_hash
 from effbench.method import MethodRef
+from effbench.protocol import division_of
 from effbench.records import Record, ResultStore
 from effbench.registry import METHODS, TASKS, RegistryError
 from effbench.strict_yaml import load_mapping
@@ -248,12 +250,6 @@ def canonical(text: str, where: str) -> MethodRef:
         raise PaperResultsError(f"{where}: {error}") from None
     changed = tuple((key, value) for key, value in sorted(options.items()) if defaults.get(key, object()) != value)
     return MethodRef(ref.slug, changed)
-
-
-def division_of(ref: MethodRef) -> str:
-    """``open`` where the reference sets an option the closed division fixes (the backbone), else ``closed``."""
-    protocol = getattr(METHODS.get(ref.slug).factory, "protocol_options", ())
-    return "open" if set(dict(ref.options)) & set(protocol) else "closed"
 
 
 def paper_record(value: PaperValue, retrieved: dt.date) -> Record:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import pkgutil
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -75,11 +76,68 @@ class TaskSpec:
     target_accuracy: float
 
 
+Direction = Literal["higher", "lower", "none"]
+Role = Literal["quality", "cost", "info"]
+DIRECTIONS: tuple[str, ...] = ("higher", "lower", "none")
+ROLES: tuple[str, ...] = ("quality", "cost", "info")
+# A ``<word>`` in a metric name pattern stands for one part of a name: letters and digits, no '_'.
+_PLACEHOLDER = re.compile(r"<[a-z]+>")
+_PLACEHOLDER_VALUE = "[a-z0-9]+"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a track's metric means, declared with the track so that tables need not guess from its name.
+
+    ``name`` is a metric name, or a pattern for a family of them in which each ``<word>`` stands for one
+    name part of letters and digits (``keras_<dev>_b<batch>_median_ms``). ``direction``: whether a higher or
+    a lower value is better, or ``none`` (a count of timed calls, a text). ``role``: ``quality`` (how good the
+    model's outputs are), ``cost`` (what running, storing or training the model takes) or ``info`` (context:
+    a reference value, a label, how a measurement went). ``scopes``: where the metric is recorded, ``""``
+    for the whole model, else what its scope names: ``layer``, ``conversion`` (a converted model),
+    ``corruption``, ``corruption/severity``, ``setting`` (a training recipe).
+    """
+
+    name: str
+    unit: str
+    direction: Direction
+    role: Role
+    scopes: tuple[str, ...] = ("",)
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise RegistryError(f"metric '{self.name}': direction '{self.direction}' is not one of "
+                                f"{', '.join(DIRECTIONS)}")  # fmt: skip
+        if self.role not in ROLES:
+            raise RegistryError(f"metric '{self.name}': role '{self.role}' is not one of {', '.join(ROLES)}")
+
+    def matches(self, metric: str) -> bool:
+        """Whether ``metric`` is this metric, or one of this family's."""
+        return _name_pattern(self.name).fullmatch(metric) is not None
+
+
+@functools.cache
+def _name_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(_PLACEHOLDER_VALUE.join(re.escape(part) for part in _PLACEHOLDER.split(name)))
+
+
+def find_metric(specs: Iterable[MetricSpec], metric: str, scoped: bool = False) -> MetricSpec | None:
+    """The first of ``specs`` that describes ``metric`` recorded for the whole model, or with a scope when
+    ``scoped`` (``params`` may be declared once per model and once per layer); None if none does."""
+    for spec in specs:
+        where = any(spec.scopes) if scoped else "" in spec.scopes
+        if where and spec.matches(metric):
+            return spec
+    return None
+
+
 @dataclass(frozen=True)
 class TrackSpec:
     slug: str
     summary: str
     needs_task_data: bool
+    # What each metric the track records means; every metric it records matches one of them.
+    metrics: tuple[MetricSpec, ...] = ()
 
 
 SpecT = TypeVar("SpecT", MethodSpec, TaskSpec, TrackSpec)
@@ -129,18 +187,20 @@ class Registry(Generic[SpecT]):
     def select(self, pattern: str | None = None, suite: str | None = None) -> list[Entry[SpecT]]:
         """Entries whose slug matches the glob ``pattern`` and, for methods, whose suite is ``suite``."""
         load_builtin_entries()
-        chosen = []
-        for slug in sorted(self._entries):
-            entry = self._entries[slug]
-            if pattern and not fnmatch.fnmatchcase(slug, pattern):
-                continue
-            if suite and getattr(entry.spec, "suite", None) != suite:
-                continue
-            chosen.append(entry)
-        return chosen
+        specs = select_specs([entry.spec for entry in self._entries.values()], pattern, suite)
+        return [self._entries[spec.slug] for spec in specs]
 
     def __iter__(self) -> Iterator[Entry[SpecT]]:
         return iter(self.select())
+
+
+def select_specs(specs: Iterable[SpecT], pattern: str | None = None, suite: str | None = None) -> list[SpecT]:
+    """``specs`` whose slug matches the glob ``pattern`` and, for methods, whose suite is ``suite``, by slug."""
+    return sorted(
+        (spec for spec in specs if (not pattern or fnmatch.fnmatchcase(spec.slug, pattern))
+         and (not suite or getattr(spec, "suite", None) == suite)),
+        key=lambda spec: spec.slug,
+    )  # fmt: skip
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -151,7 +211,7 @@ TRACKS: Registry[TrackSpec] = Registry("track")
 SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
-def _check_slug(slug: str) -> None:
+def check_slug(slug: str) -> None:
     if not SLUG_PATTERN.fullmatch(slug):
         raise RegistryError(
             f"slug '{slug}' is invalid: use lower-case letters, digits, '-', '_' and '.' only"
@@ -169,7 +229,7 @@ def register_method(
     scale: Scale = "full",
 ) -> Callable[[type], type]:
     """Class decorator: register a :class:`effbench.method.Method` subclass under ``slug``."""
-    _check_slug(slug)
+    check_slug(slug)
     if kind not in KINDS:
         raise RegistryError(f"method '{slug}': kind '{kind}' is not one of {', '.join(KINDS)}")
     if scale not in SCALES:
@@ -186,7 +246,7 @@ def register_method(
 
 def register_task(spec: TaskSpec) -> Callable[[type], type]:
     """Class decorator: register a :class:`effbench.tasks.base.Task` subclass."""
-    _check_slug(spec.slug)
+    check_slug(spec.slug)
 
     def decorate(cls: type) -> type:
         cls.spec = spec
@@ -196,10 +256,14 @@ def register_task(spec: TaskSpec) -> Callable[[type], type]:
     return decorate
 
 
-def register_track(slug: str, *, summary: str, needs_task_data: bool) -> Callable[[type], type]:
-    """Class decorator: register a :class:`effbench.track.Track` subclass."""
-    _check_slug(slug)
-    spec = TrackSpec(slug, summary, needs_task_data)
+def register_track(
+    slug: str, *, summary: str, needs_task_data: bool, metrics: Sequence[MetricSpec]
+) -> Callable[[type], type]:
+    """Class decorator: register a :class:`effbench.track.Track` subclass, with what its metrics mean."""
+    check_slug(slug)
+    if not metrics:
+        raise RegistryError(f"track '{slug}' declares no metrics: give a MetricSpec for each metric it records")
+    spec = TrackSpec(slug, summary, needs_task_data, tuple(metrics))
 
     def decorate(cls: type) -> type:
         cls.spec = spec
@@ -209,6 +273,9 @@ def register_track(slug: str, *, summary: str, needs_task_data: bool) -> Callabl
     return decorate
 
 
+# The packages whose modules register the built-in entries. Named as strings, not imported: the core sits
+# below the suites and tracks (they import it, never the reverse; tests/test_imports.py), and loads them as
+# plugins only when an entry is looked up.
 BUILTIN_PACKAGES = ("effbench.tasks", "suites", "tracks")
 _loaded = False
 # Re-entrant: importing a built-in module looks entries up, which comes back here on the same thread;

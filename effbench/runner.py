@@ -603,7 +603,7 @@ def execute_plan(
     if not jobs:
         return []
     executor = executor or LocalExecutor()
-    line = ProgressLine(total_jobs=len(jobs), total_runs=sum(len(job.tracks) for job in jobs), enabled=progress)
+    line = ProgressLine(total_jobs=len(jobs), total_runs=sum(len(job.runs()) for job in jobs), enabled=progress)
     log = line.wrap(log)
     # Workers on this machine find the model cache only if the folder exists before they look, and by
     # its absolute path, since their working folder may differ from the driver's.
@@ -619,7 +619,7 @@ def execute_plan(
                 pending.remove(job)
                 files = upstream_files(store, job) if getattr(executor, "ships_artifacts", False) else {}
                 executor.submit(JobWork(job, twin_reference(store, job), root, not force, files), log)
-                line.started(len(job.tracks))
+                line.started(len(job.runs()))
                 in_flight += 1
             computed = executor.wait()
             in_flight -= 1
@@ -628,7 +628,7 @@ def execute_plan(
             result = save_job(store, computed, log)
             unsaved.discard(computed.job.training.hash)
             results[computed.job.training.hash] = result
-            line.finished(len(computed.job.tracks), len(result.records))
+            line.finished(len(computed.job.runs()), len(result.records))
     finally:
         executor.stop()
         line.close()

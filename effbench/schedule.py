@@ -12,7 +12,7 @@ retrace.
 
 :class:`EpochSchedule` is the Keras callback that sets them: at the start of every epoch :math:`e` of
 ``fit`` it assigns :math:`(e, E)` to every :class:`EpochScheduled` module of the model, :math:`E` being
-the recipe's epoch count. :class:`effbench.operators.OperatorMethod` adds it to every training.
+the recipe's epoch count. :class:`suites.binarization.operators.OperatorMethod` adds it to every training.
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ A submission is a folder (``submissions/<slug>/`` in this repository)::
     open_tags: [custom-backbone]             # open division only, and required there: what differs
 
 The default tracks leave out ``sensitivity``, which retrains every run eight times; name it to run it.
-The **closed** division compares operators under one protocol: every method must be an operator (kind
-``operator``, a subclass of :class:`effbench.operators.OperatorMethod`) on each task's default backbone with
-the task's recipe, so options that change the backbone or the recipe (an operator's ``protocol_options``)
-are refused. The **open** division takes any method and options; ``open_tags`` say how it departs.
+The **closed** division compares methods under their suite's protocol (:mod:`effbench.protocol`): a
+method the protocol's closed division does not take (a binarization method that is not an operator, a
+subclass of ``suites.binarization.operators.OperatorMethod``), or options it fixes (an operator's
+``backbone``), are refused, by the rule that gives ``effbench run`` and ``effbench paper-records`` their
+divisions (:func:`effbench.protocol.division_of`). The **open** division takes any method and options;
+``open_tags`` say how it departs.
 
 Everything is validated before anything is written (``--check`` stops there and prints a summary), and each
 error names the file, the field and what was expected:
@@ -64,14 +66,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from effbench.config import DIVISIONS
+from effbench.config import DIVISIONS, TrainingConfig
 from effbench.hashing import stable_hash
 from effbench.method import MethodRef
-from effbench.operators import OperatorMethod
+from effbench.protocol import DivisionError, division_of
 from effbench.recipe import BUDGETS
 from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
 from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
-from effbench.runner import Job, execute_plan, make_plan, report_failures, twin_of
+from effbench.runner import Job, execute_plan, make_plan, report_failures
 from effbench.strict_yaml import found, load_mapping
 
 YAML_NAME = "submission.yaml"
@@ -399,19 +401,11 @@ def registry_error(call: Callable, *args: Any) -> Exception | None:
 
 
 def closed_division_error(ref: MethodRef) -> str | None:
-    entry = METHODS.get(ref.slug)
-    if entry.spec.kind != "operator" or not issubclass(entry.factory, OperatorMethod):
-        return (
-            f"'{ref.slug}' is a method of kind '{entry.spec.kind}'; the closed division takes operators only "
-            "(kind 'operator', subclasses of effbench.operators.OperatorMethod) on each task's default backbone "
-            "and recipe; use division: open"
-        )
-    changed = sorted(set(dict(ref.options)) & set(entry.factory.protocol_options))
-    if changed:
-        return (
-            f"option {', '.join(changed)} of '{ref}' changes the backbone or the recipe, which the closed "
-            "division fixes; remove it, or use division: open"
-        )
+    """Why ``ref`` may not be submitted to the closed division (:func:`effbench.protocol.division_of`), or None."""
+    try:
+        division_of(ref, "closed")
+    except DivisionError as error:
+        return f"{error}; use division: open"
     return None
 
 
@@ -423,7 +417,7 @@ def results_problems(submission: Submission) -> list[str]:
     records_dir = submission.results_dir / "records"
     if not records_dir.is_dir():
         return []
-    methods = {ref.slug for ref in submission.methods} | twin_slugs(submission)
+    methods = {ref.slug for ref in submission.methods} | upstream_method_slugs(submission)
     declared = {"method": methods, "task": set(submission.tasks), "division": {submission.division}}
     problems = []
     for path in sorted(records_dir.rglob("*.json")):
@@ -432,10 +426,10 @@ def results_problems(submission: Submission) -> list[str]:
     return problems
 
 
-def twin_slugs(submission: Submission) -> set[str]:
-    """The FP32 twins of the declared methods: their accuracy records belong to the submission too."""
-    twins = (twin_of(ref, task) for ref in submission.methods for task in submission.tasks)
-    return {twin.slug for twin in twins if twin is not None}
+def upstream_method_slugs(submission: Submission) -> set[str]:
+    """The methods the declared ones start from or compare with (FP32 twins): their records belong here too."""
+    trainings = (TrainingConfig(ref, task, 0, "smoke") for ref in submission.methods for task in submission.tasks)
+    return {slug for training in trainings for slug in training.method_slugs()}
 
 
 def record_problems(path: Path, declared: dict[str, set[str]]) -> list[str]:
@@ -531,19 +525,19 @@ def summary(submission: Submission, jobs: list[Job]) -> str:
         "seeds": ", ".join(map(str, submission.seeds)),
         "tracks": ", ".join(submission.tracks),
         "budget": submission.budget,
-        "to run": f"{sum(len(job.tracks) for job in jobs)} runs in {len(jobs)} trainings (FP32 twins included); "
+        "to run": f"{sum(len(job.runs()) for job in jobs)} runs in {len(jobs)} trainings (upstreams included); "
                   f"results in {submission.results_dir}",
     }  # fmt: skip
     return "\n".join([f"OK: {submission.folder / YAML_NAME}", *(f"  {key:<9} {value}" for key, value in rows.items())])
 
 
 def run_submission(store: ResultStore, jobs: list[Job]) -> int:
-    """Run the plan, print the folder's results table, and return 1 if any run failed."""
-    from leaderboard.tables import format_table, load_results, results_table  # pandas: only to print a table
+    """Run the plan, print one line per record of the folder, and return 1 if any run failed."""
+    from effbench.cli import record_lines  # the table is the leaderboard's (`effbench table`), above the core
 
-    print(f"{sum(len(job.tracks) for job in jobs)} runs to do in {len(jobs)} trainings; results in {store.root}")
+    print(f"{sum(len(job.runs()) for job in jobs)} runs to do in {len(jobs)} trainings; results in {store.root}")
     failures = [failure for result in execute_plan(jobs, store) for failure in result.failures]
-    tidy = load_results(store.root)
-    if not tidy.empty:
-        print(format_table(results_table(tidy), "text"))
+    records = list(store.records())
+    if records:
+        print("\n".join(record_lines(records)))
     return report_failures(failures)

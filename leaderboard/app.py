@@ -61,10 +61,13 @@ def tracks_page(frames: tables.ResultFrames) -> None:
         return
     show(table)
     st.caption(PAPER_NOTE)
+    with st.expander("What the metrics mean"):
+        show(tables.metric_legend(track))
 
 
 def pareto_chart(points: pd.DataFrame, x: str, y: str, log_x: bool) -> alt.LayerChart:
-    """Our runs as dots, papers' values as diamonds, our Pareto front as a step line."""
+    """Our runs as dots, papers' values as diamonds, our Pareto front as a step line, and each method with
+    several deployables as a dashed curve through them."""
     # Metric names such as 'int8/litert_t1_median_ms' are renamed: Vega-Lite reads '.' and '[' in field names.
     data = points.rename(columns={x: "cost", y: "accuracy"})
     x_axis = alt.X("cost:Q", title=x, scale=alt.Scale(type="log" if log_x else "linear"))
@@ -73,17 +76,21 @@ def pareto_chart(points: pd.DataFrame, x: str, y: str, log_x: bool) -> alt.Layer
     dots = alt.Chart(data).mark_point(size=120, filled=True).encode(
         x_axis, y_axis, color=alt.Color("method:N"),
         shape=alt.Shape("origin:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
-        tooltip=["method", "variant", "task", "budget", "division", "source", alt.Tooltip("cost:Q", title=x),
-                 alt.Tooltip("accuracy:Q", title=y, format=".4f"), "on_front"],
+        tooltip=["method", "variant", "deployable", "task", "budget", "division", "source",
+                 alt.Tooltip("cost:Q", title=x), alt.Tooltip("accuracy:Q", title=y, format=".4f"), "on_front"],
     )  # fmt: skip
-    return alt.layer(front, dots)
+    # A method with several deployables (an elastic method's sub-networks) is one curve, in cost order.
+    curves = tables.deployable_curves(data, "cost")
+    curve = alt.Chart(curves).mark_line(strokeDash=[4, 2]).encode(
+        x_axis, y_axis, color=alt.Color("method:N"), detail="variant:N", order="cost:Q"
+    )
+    return alt.layer(front, curve, dots)
 
 
 def pareto_page(frames: tables.ResultFrames) -> None:
     st.header("Pareto: accuracy against cost")
     table = tables.overview_table(frames.tidy, metrics=None, scoped=tables.is_latency_metric)
-    costs = tables.cost_axes(table)
-    accuracies = [metric for metric in ("top1", "top1_relative") if metric in table]
+    costs, accuracies = tables.cost_axes(table), tables.quality_axes(table)
     if not costs or not accuracies:
         st.info("A Pareto plot needs the accuracy track and a cost: the complexity, latency or edge track.")
         return
@@ -122,8 +129,7 @@ def curves_chart(curves: pd.DataFrame) -> alt.FacetChart:
 def method_page(frames: tables.ResultFrames) -> None:
     st.header("Method")
     method = st.selectbox("Method", sorted(frames.tidy["method"].unique()), key="method")
-    with st.spinner("Reading the method registry (imports the suites)…"):
-        registry_entry(tables.method_info(method))
+    registry_entry(tables.method_info(method))
     overview = tables.overview_table(frames.tidy, metrics=None)
     st.subheader("Results")
     show(tables.format_overview(overview[overview["method"] == method]))

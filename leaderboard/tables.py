@@ -11,8 +11,9 @@ Tables. Views pivot the tidy rows to one row per run (``ROW_KEYS``) and one colu
 papers report (``source`` starting with ``paper:``) are kept apart from ours by the ``source`` key: they are
 never averaged with measured values, and every table shows them as rows of their own.
 
-Nothing here imports TensorFlow; only :func:`method_info` reaches the method registry, which imports the
-suites (and so TensorFlow), and only when it is called.
+Metadata. What a method is (paper, taxonomy) and what a metric means (unit, whether higher or lower is better,
+quality or cost) come from the tracks' and methods' declarations through the index (``effbench.index``),
+never from guesses on names. Nothing here imports TensorFlow, the suites or the tracks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import math
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -34,11 +34,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from effbench import index
 from effbench.hashing import stable_hash
+from effbench.protocol import SuiteProtocol
 from effbench.records import TEMP_PREFIX, Record, ResultStore, tidy_rows
+from effbench.registry import MetricSpec
 from effbench.track import Metric
 
-RUN_KEYS = ["method", "variant", "task", "budget", "division"]
+# ``deployable`` is "" for a method's main model, else a named one (an elastic method's sub-network).
+RUN_KEYS = ["method", "variant", "deployable", "task", "budget", "division"]
 # Leading columns of the results table, in reading order; every other metric follows alphabetically.
 LEADING_METRICS = ["top1", "top5", "top1_relative", "fp32_top1", "loss", "ece", "params", "macs",
                    "flops", "bops", "size_bits"]  # fmt: skip
@@ -48,8 +52,8 @@ SEED_KEYS = [*ROW_KEYS, "seed"]
 # The headline metrics of the overview, one per track; the track view shows all of them.
 OVERVIEW_METRICS = ["top1", "top1_relative", "fp32_top1", "top5", "ece", "params", "macs", "bops", "size_bits",
                     "keras_cpu_b1_median_ms", "mean_corruption_top1", "train_seconds"]  # fmt: skip
-# Costs a Pareto plot can put on its x axis, besides latencies (see is_latency_metric).
-COST_METRICS = ["macs", "bops", "size_bits", "params", "flops"]
+# Units of time, for telling latencies among the costs the tracks declare.
+TIME_UNITS = ("ms", "s")
 FILTER_COLUMNS = ("suite", "task", "track", "hardware", "division", "budget", "seed")
 PAPER_PREFIX = "paper:"
 # Suffix of a standard deviation column; a space, because metric names (slugs) never hold one.
@@ -57,10 +61,10 @@ STD_SUFFIX = " std"
 
 CACHE_DIR = ".cache"
 # Bump when the cached frames change layout, so caches written by older code are rebuilt.
-CACHE_LAYOUT = 1
+CACHE_LAYOUT = 2
 CACHE_KEY = b"effbench_cache_key"
 METRIC_COLUMNS = ("metric", "value", "unit", "scope")
-CURVE_KEYS = ["config_hash", "suite", "method", "variant", "task", "track", "seed", "budget", "division",
+CURVE_KEYS = ["config_hash", "suite", "method", "variant", "deployable", "task", "track", "seed", "budget", "division",
               "source", "hardware"]  # fmt: skip
 RESULTS_ENV = "EFFBENCH_RESULTS"
 
@@ -342,9 +346,20 @@ def track_table(tidy: pd.DataFrame, track: str) -> pd.DataFrame:
     return table[[*RUN_KEYS, "source", *(c for c in table.columns if c not in [*RUN_KEYS, "source"])]]
 
 
+def column_spec(column: str) -> MetricSpec | None:
+    """What a view's column measures, from the tracks' metadata; ``<scope>/<metric>`` columns are looked up
+    among metrics recorded with a scope. None for a column that is not a declared metric."""
+    scope, _, metric = str(column).rpartition("/")
+    return index.metric_spec(metric, scoped=bool(scope))
+
+
 def is_latency_metric(name: str) -> bool:
-    """Latencies a Pareto plot can use: medians (Keras, LiteRT) and means measured on a device."""
-    return name.endswith(("_median_ms", "_avg_ms"))
+    """Scoped metrics a Pareto plot can use: times, lower is better, of a converted model (edge, on a device).
+
+    A layer's numbers are not a run's, so per-layer metrics are never taken.
+    """
+    spec = index.metric_spec(name, scoped=True)
+    return spec is not None and is_cost(spec) and spec.unit in TIME_UNITS and "layer" not in spec.scopes
 
 
 def seed_table(tidy: pd.DataFrame, scoped: Callable[[str], bool] | None = None) -> pd.DataFrame:
@@ -442,7 +457,12 @@ def human_number(value: float) -> str:
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:
-    """``csv`` (full precision), ``markdown`` or ``text`` (both rounded for reading)."""
+    """``csv`` (full precision), ``markdown`` or ``text`` (both rounded for reading).
+
+    The ``deployable`` key is left out where every row is a method's main model (most tables).
+    """
+    if "deployable" in table.columns and (table["deployable"] == "").all():
+        table = table.drop(columns="deployable")
     if fmt == "csv":
         return table.to_csv(index=False)
     readable = table.copy()
@@ -456,61 +476,55 @@ def format_table(table: pd.DataFrame, fmt: str) -> str:
 
 # ------------------------------------------------------------------------------------- suite summary
 
-# The BiBench-style summary of a suite: column -> (scope, metric). Accuracy and its ratio to the FP32 twin,
-# the complexity track's BOPs and packed size, the edge track's LCE file and 1-thread latencies of the LCE
-# model and of the float32 TFLite model of the same network, and the training time.
-SUMMARY_METRICS: dict[str, tuple[str, str]] = {
-    "top1": ("", "top1"),
-    "fp32_top1": ("", "fp32_top1"),
-    "top1_relative": ("", "top1_relative"),
-    "bops": ("", "bops"),
-    "packed_bytes": ("", "size_bytes"),
-    "lce_bytes": ("lce", "size_bytes"),
-    "lce_t1_ms": ("lce", "lce_t1_median_ms"),
-    "float32_t1_ms": ("float32", "litert_t1_median_ms"),
-    "lce_agreement": ("lce", "agreement"),
-    "train_seconds": ("", "train_seconds"),
-}
-SUMMARY_KEYS = ["task", "method", "variant"]
+# One row of a suite's summary: a run apart from its seed (paper values are left out, so no ``source``).
+SUMMARY_KEYS = ["task", "method", "variant", "deployable", "division"]
 
 
-def suite_summary(tidy: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """One row per (task, method, variant) of ``suite``'s measured runs: :data:`SUMMARY_METRICS` as
-    'mean ± std' over seeds, ``seeds``, ``lce`` (``converted``, or the converter's error where LCE
-    refused the model, or empty where the edge track did not run), and ``hardware``.
+def suite_summary(tidy: pd.DataFrame, suite: str, protocol: SuiteProtocol | None = None) -> pd.DataFrame:
+    """One row per run of ``suite`` (:data:`SUMMARY_KEYS`) with the columns its protocol declares.
 
-    Sorted by task, then relative accuracy, best first. Paper values are left out (they are not runs).
+    ``protocol`` is the suite's from the index unless given. Its ``summary_columns`` (column -> (scope,
+    metric)) as 'mean ± std' over seeds, then ``seeds``, a column per ``summary_outcomes`` scope saying how
+    that converted variant fared (:func:`_conversion_outcomes`; empty where the edge track did not run),
+    and ``hardware``. Sorted by task, then by the protocol's ``summary_sort`` column, best first. Paper
+    values are left out (they are not runs).
     """
+    protocol = protocol or index.protocol(suite)
+    metrics, outcomes = dict(protocol.summary_columns), list(protocol.summary_outcomes)
     rows = tidy[(tidy["suite"] == suite) & ~is_reference(tidy)] if not tidy.empty else tidy
-    columns = [*SUMMARY_KEYS, *SUMMARY_METRICS, "seeds", "lce", "hardware"]
+    columns = [*SUMMARY_KEYS, *metrics, "seeds", *outcomes, "hardware"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    wanted = {(scope, metric): name for name, (scope, metric) in SUMMARY_METRICS.items()}
+    wanted = {(scope, metric): name for name, (scope, metric) in metrics.items()}
     keys = list(zip(rows["scope"], rows["metric"], strict=True))
     picked = rows.assign(column=[wanted.get(key) for key in keys]).dropna(subset=["column"])
     picked = picked.assign(number=pd.to_numeric(picked["value"], errors="coerce")).dropna(subset=["number"])
     per_seed = picked.pivot_table(index=[*SUMMARY_KEYS, "seed"], columns="column", values="number", aggfunc="mean")
     groups = per_seed.groupby(level=SUMMARY_KEYS)
-    present = [name for name in SUMMARY_METRICS if name in per_seed.columns]
+    present = [name for name in metrics if name in per_seed.columns]
     table = pd.DataFrame({
         name: [mean_std_text(m, s) for m, s in zip(groups[name].mean(), groups[name].std(), strict=True)]
         for name in present
     }, index=groups[present[0]].mean().index)  # fmt: skip
-    table = table.assign(seeds=groups.size(), lce=_lce_outcomes(rows), hardware=_hardware(rows))
-    table["sort_key"] = groups["top1_relative"].mean() if "top1_relative" in present else 0.0
+    table = table.assign(seeds=groups.size(), hardware=_hardware(rows))
+    for scope in outcomes:
+        table[scope] = _conversion_outcomes(rows, scope)
+    sort = protocol.summary_sort
+    table["sort_key"] = groups[sort].mean() if sort in present else 0.0
     table = table.reset_index().sort_values(["task", "sort_key"], ascending=[True, False], kind="stable")
     return table.reindex(columns=columns).fillna("").reset_index(drop=True)
 
 
-def _lce_outcomes(rows: pd.DataFrame) -> pd.Series:
-    """Per run: 'converted' where every seed's LCE model converted and ran; else the first seed's error,
-    as 'failed: <converter error>' or 'run failed: <interpreter error>' (converted, but LCE cannot run it).
+def _conversion_outcomes(rows: pd.DataFrame, scope: str) -> pd.Series:
+    """Per run: 'converted' where every seed's ``scope`` variant (``lce``, ``int8``) converted and ran; else
+    the first seed's error, as 'failed: <converter error>' or 'run failed: <interpreter error>' (converted,
+    but its interpreter cannot run it).
     """
-    lce = rows[rows["scope"] == "lce"]
-    converted = lce[lce["metric"] == "converted"].groupby(SUMMARY_KEYS)["value"].min()
+    variant = rows[rows["scope"] == scope]
+    converted = variant[variant["metric"] == "converted"].groupby(SUMMARY_KEYS)["value"].min()
     outcome = converted.map(lambda v: "converted" if float(v) == 1 else "failed")
     for metric, prefix in (("run_error", "run failed: "), ("converter_error", "failed: ")):
-        errors = lce[lce["metric"] == metric].groupby(SUMMARY_KEYS)["value"].first()
+        errors = variant[variant["metric"] == metric].groupby(SUMMARY_KEYS)["value"].first()
         failed = outcome.index.isin(errors.index)
         outcome = outcome.where(~failed, prefix + errors.astype(str).map(_error_tail).reindex(outcome.index))
     return outcome
@@ -534,10 +548,50 @@ def _hardware(rows: pd.DataFrame) -> pd.Series:
 # ---------------------------------------------------------------------------------------------- pareto
 
 
+def is_cost(spec: MetricSpec) -> bool:
+    """A cost where lower is better: what a Pareto plot's x axis needs."""
+    return spec.role == "cost" and spec.direction == "lower"
+
+
+def is_quality(spec: MetricSpec) -> bool:
+    """A quality where higher is better: what a Pareto plot's y axis needs."""
+    return spec.role == "quality" and spec.direction == "higher"
+
+
+def metric_axes(table: pd.DataFrame, wanted: Callable[[MetricSpec], bool]) -> list[str]:
+    """The run-level metric columns of ``table`` whose metadata ``wanted`` accepts, in the order the tracks
+    declare their metrics (tracks by slug); columns of one metric family (one name pattern) by name.
+
+    A layer's ``<layer>/<metric>`` column is not a property of the run, so it is never an axis.
+    """
+    ranks: dict[MetricSpec, int] = {}
+    for rank, spec in enumerate(index.metric_specs()):
+        ranks.setdefault(spec, rank)
+    found = []
+    for column in map(str, table.columns):
+        spec = column_spec(column)
+        per_layer = "/" in column and spec is not None and "layer" in spec.scopes
+        if spec is not None and not per_layer and wanted(spec):
+            found.append((ranks[spec], column))
+    return [column for _, column in sorted(found)]
+
+
 def cost_axes(table: pd.DataFrame) -> list[str]:
-    """Columns of ``table`` a Pareto plot can use as cost: complexity counts, then latencies."""
-    latencies = sorted(c for c in table.columns if is_latency_metric(str(c)))
-    return [c for c in COST_METRICS if c in table.columns] + latencies
+    """Columns of ``table`` a Pareto plot can use as cost (x): the metrics declared as costs, lower is better."""
+    return metric_axes(table, is_cost)
+
+
+def quality_axes(table: pd.DataFrame) -> list[str]:
+    """Columns of ``table`` a Pareto plot can use as accuracy (y): qualities, higher is better (``top1`` first)."""
+    return metric_axes(table, is_quality)
+
+
+def metric_legend(track: str) -> pd.DataFrame:
+    """What each metric of ``track`` means, from its metadata: unit, which value is better, role, where recorded."""
+    rows = [{"metric": spec.name, "unit": spec.unit, "better": "" if spec.direction == "none" else spec.direction,
+             "role": spec.role, "recorded": ", ".join(scope or "whole model" for scope in spec.scopes)}
+            for spec in index.metric_specs(track)]  # fmt: skip
+    return pd.DataFrame(rows, columns=["metric", "unit", "better", "role", "recorded"])
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -567,25 +621,23 @@ def pareto_points(table: pd.DataFrame, x: str, y: str = "top1") -> pd.DataFrame:
     return points
 
 
+def deployable_curves(points: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The points of every (method, variant, task, budget, division, source) measured on more than one
+    deployable (an elastic method's sub-networks), sorted by ``x``: one curve each."""
+    keys = [c for c in ROW_KEYS if c in points.columns and c != "deployable"]
+    if points.empty or "deployable" not in points.columns:
+        return points.iloc[:0]
+    several = points.groupby(keys)["deployable"].transform("nunique") > 1
+    return points[several].sort_values([*keys, x], kind="stable")
+
+
 # -------------------------------------------------------------------------------------- method, compare
 
-_REGISTRY_LOCK = threading.Lock()
-
-
 def method_info(slug: str) -> dict[str, Any] | None:
-    """The registry's entry for ``slug`` (paper, kind, taxonomy, scale), or None for a method it lacks.
-
-    Imported only here and on call: loading the registry imports every suite, and so TensorFlow
-    (seconds); the tables above need nothing of it. None too where the registry cannot be imported.
-    """
-    try:
-        from effbench.registry import METHODS, RegistryError
-
-        # The registry marks itself loaded before it has imported the suites: a second Streamlit session
-        # asking meanwhile would find it half full. One lookup at a time.
-        with _REGISTRY_LOCK:
-            spec = METHODS.get(slug).spec
-    except (ImportError, RegistryError):
+    """The built-in method ``slug`` (paper, kind, taxonomy, scale) as the index has it; None for another method
+    (one a submission registers, or one this checkout does not have)."""
+    spec = index.method(slug)
+    if spec is None:
         return None
     return {
         "slug": spec.slug, "suite": spec.suite, "kind": spec.kind, "scale": spec.scale, "summary": spec.summary,
@@ -611,8 +663,8 @@ def method_runs(runs: pd.DataFrame, method: str) -> pd.DataFrame:
         return runs
     rows = runs[runs["method"] == method]
     versions = sorted(c for c in runs.columns if c.startswith("v_"))
-    columns = ["track", "task", "variant", "seed", "budget", "division", "source", "hardware", "git_commit",
-               "timestamp", *versions, "config_hash", "config"]  # fmt: skip
+    columns = ["track", "task", "variant", "deployable", "seed", "budget", "division", "source", "hardware",
+               "git_commit", "timestamp", *versions, "config_hash", "config"]  # fmt: skip
     return rows[columns].sort_values(["task", "track", "seed"], ignore_index=True)
 
 
@@ -640,9 +692,11 @@ def method_curves(curves: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def run_labels(table: pd.DataFrame) -> pd.Series:
-    """'method [variant] · task · budget · division', with ' · paper' for a paper's values."""
+    """'method [variant] {deployable} · task · budget · division', ' · paper' for a paper's values."""
     variant = table["variant"].where(table["variant"] == "", " [" + table["variant"] + "]")
-    label = table["method"] + variant + " · " + table["task"] + " · " + table["budget"] + " · " + table["division"]
+    deployable = table["deployable"].where(table["deployable"] == "", " {" + table["deployable"] + "}")
+    label = (table["method"] + variant + deployable + " · " + table["task"] + " · " + table["budget"] + " · "
+             + table["division"])
     return label.where(~is_reference(table), label + " · paper")
 
 

@@ -4,9 +4,9 @@ import larq
 import numpy as np
 import pytest
 
-from effbench.operators import binarize, transfer_weights
 from effbench.tf import keras, tf
 from suites.binarization._layers import ScaledQuantConv2D, ScaledQuantDense, output_scaled_layer
+from suites.binarization.operators import binarize
 
 
 def float_model():
@@ -76,12 +76,3 @@ def test_unknown_scales_and_layers_without_a_scaled_counterpart_are_errors():
         ScaledQuantDense(3, output_scale="row")
     with pytest.raises(ValueError, match="not QuantDepthwiseConv2D"):
         output_scaled_layer(larq.layers.QuantDepthwiseConv2D, {"kernel_size": 3}, "channel")
-
-
-def test_transfer_weights_names_the_weight_it_cannot_place():
-    source = keras.layers.Dense(3, name="d")
-    source.build((None, 4))
-    target = keras.layers.Dense(3, use_bias=False, name="d")
-    target.build((None, 4))
-    with pytest.raises(ValueError, match="bias:0' of shape \\(3,\\) of the float layer 'd' has no counterpart"):
-        transfer_weights(source, target)

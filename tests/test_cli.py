@@ -1,10 +1,19 @@
-"""`effbench list` and `effbench measure`, as a user calls them."""
+"""`effbench list`, `effbench measure` and the command line itself, as a user calls them."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
-from effbench.cli import main
+import pytest
+
+from effbench.cli import build_parser, main, record_lines
 from effbench.tf import keras
+from effbench.track import Metric
+from tests.test_records import make_record
 from tracks.complexity import count_complexity
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_size_cnn() -> keras.Model:
@@ -74,7 +83,37 @@ def test_table_of_a_suite_prints_its_summary_and_with_a_track_the_track_table(tm
     save_all(tmp_path, binarization_runs("bnn", [0.8, 0.9]))
     assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--format", "csv"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert header.startswith("task,method,variant,top1,fp32_top1,top1_relative,bops,packed_bytes,lce_bytes")
-    assert row.startswith("digits,bnn,,0.85 ± 0.07,0.98,")
+    assert header.startswith("task,method,variant,division,top1,fp32_top1,top1_relative,bops,packed_bytes,lce_bytes")
+    assert row.startswith("digits,bnn,,closed,0.85 ± 0.07,0.98,")
     assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--track", "edge", "--format", "csv"]) == 0
     assert "lce/lce_t1_median_ms" in capsys.readouterr().out.splitlines()[0]
+
+
+# ------------------------------------------------------------------------------- a light command line
+
+
+@pytest.mark.parametrize("argv", [["list", "methods"], ["list", "tracks", "edge*"], ["--help"]])
+def test_help_and_listing_import_neither_tensorflow_nor_the_suites_nor_the_tracks(argv):
+    check = (f"import sys\nfrom effbench.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'suites', 'tracks'}))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_help_names_every_command_without_building_their_parsers():
+    assert build_parser("").format_help() == build_parser().format_help()
+    assert build_parser("list").format_help() == build_parser().format_help()
+
+
+def test_an_unknown_command_is_rejected_with_the_commands_there_are(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["lsit", "methods"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'lsit'" in capsys.readouterr().err
+
+
+def test_a_run_prints_one_line_per_record_with_its_whole_model_numbers():
+    record = make_record(value=0.91234)
+    record.metrics.append(Metric("converter", "TensorFlow 2.21", "text"))
+    assert record_lines([record]) == ["mlp · digits · accuracy · seed 0: top1 0.9123, +1 scoped"]

@@ -9,6 +9,7 @@ from effbench.registry import TRACKS
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric
+from tests.conftest import binary_layer_names
 from tracks import _tflite, edge
 from tracks._timing import TimingPolicy
 
@@ -18,9 +19,12 @@ INPUT_SHAPE = (8, 8, 1)
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
 
 
-def fake_splits() -> Splits:
+def fake_splits(integers: bool = False) -> Splits:
+    """Standard-normal inputs with random labels; ``integers``: ``2x`` rounded to an integer (see larq_model)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((420, *INPUT_SHAPE)).astype(np.float32)
+    if integers:
+        x = np.rint(2 * x)
     y = rng.integers(0, 10, len(x)).astype(np.int32)
     return Splits(x[:200], y[:200], x[200:220], y[200:220], x[220:], y[220:])
 
@@ -33,17 +37,40 @@ def float_model() -> keras.Model:
 
 
 def larq_model() -> keras.Model:
+    """Float conv + BN, binary conv + BN, binary dense, untrained, and built so that no sign sees a tie.
+
+    Fed ``fake_splits(integers=True)``. At a tie (an input of ``ste_sign`` exactly 0) Keras gives +1, but
+    TFLite folds a BatchNormalization into the convolution before it and sums in its own order, so the same
+    0 comes out as a tiny +-value whose sign depends on the CPU's kernels: with BN's initial statistics (mean
+    0, beta 0) the binary conv's zero sums made float32 agreement 0.675 on AMD EPYC and 1.0 on Intel Xeon.
+    So every value a sign sees lies on a grid away from 0, exact in any summation order:
+
+    - integer inputs and an integer float-conv kernel give integer sums; BN mean 0.5 moves them to n - 0.5;
+    - the binary conv sums 3 x 3 x 16 = 144 terms of +-1 (one-padding included), an even integer; BN mean
+      1 makes it odd.
+
+    ``test_no_sign_in_the_larq_model_sees_a_tie`` checks the margin.
+    """
     import larq
 
     keras.utils.set_random_seed(0)
-    # pad_values=1.0 (one-padding): with larq's default zero padding and padding="same", LCE 0.16's model
-    # did not reproduce Keras's outputs (agreement 0.83 on random inputs); with one-padding it is exact.
+    # pad_values=1.0 (one-padding), as the binarization operators pad. The LCE agreement 0.83 once seen here
+    # with zero padding came from the ties above: on this tie-free model zero padding converts exactly too.
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
     inputs = keras.Input(INPUT_SHAPE)
-    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(16, 3, use_bias=False)(inputs))
+    front = keras.layers.Conv2D(16, 3, use_bias=False)
+    x = keras.layers.BatchNormalization(moving_mean_initializer=keras.initializers.Constant(0.5))(front(inputs))
     x = larq.layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, **binary)(x)
-    x = keras.layers.Flatten()(keras.layers.BatchNormalization()(x))
-    return keras.Model(inputs, larq.layers.QuantDense(10, use_bias=False, **binary)(x))
+    x = keras.layers.BatchNormalization(moving_mean_initializer=keras.initializers.Constant(1.0))(x)
+    model = keras.Model(inputs, larq.layers.QuantDense(10, use_bias=False, **binary)(keras.layers.Flatten()(x)))
+    front.set_weights([np.random.default_rng(0).integers(-2, 3, front.kernel.shape).astype(np.float32)])
+    return model
+
+
+def values_before_signs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    """What the input quantizers (``ste_sign``) of the model's larq layers see on ``x``."""
+    layers = [model.get_layer(name) for name in binary_layer_names(model)]
+    return keras.Model(model.inputs, [layer.input for layer in layers]).predict(x, verbose=0)
 
 
 def string_model() -> keras.Model:
@@ -73,7 +100,7 @@ def float_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def larq_run(tmp_path_factory):
     files = tmp_path_factory.mktemp("edge-larq")
-    return measure(larq_model(), fake_splits(), files), files
+    return measure(larq_model(), fake_splits(integers=True), files), files
 
 
 def test_edge_is_registered_and_needs_no_task():
@@ -117,6 +144,17 @@ def test_records_name_the_runtime_and_the_calibration(float_run):
     assert values[("int8", "calibration_samples")] == 128
 
 
+def test_no_sign_in_the_larq_model_sees_a_tie():
+    model, x = larq_model(), fake_splits(integers=True).x_test
+    before_signs = values_before_signs(model, x)
+    assert len(before_signs) == 2
+    # Keras's BN scales by 1 / sqrt(1 + 1e-3): the grids above put every value at least ~0.5 from 0.
+    assert min(float(np.abs(values).min()) for values in before_signs) > 0.49
+    # Signs of both polarities, and decisions that vary: agreement 1.0 is not a constant model's.
+    assert all(0.1 < np.mean(values > 0) < 0.9 for values in before_signs)
+    assert len(np.unique(model.predict(x, verbose=0).argmax(axis=1))) >= 5
+
+
 def test_larq_model_also_converts_with_lce_and_agrees_with_keras(larq_run):
     values, files = larq_run
     assert values[("lce", "converted")] == 1
@@ -129,7 +167,7 @@ def test_larq_model_also_converts_with_lce_and_agrees_with_keras(larq_run):
 
 def test_edge_lce_measures_only_the_float32_and_lce_pair_with_the_edge_tracks_metrics(larq_run, tmp_path):
     full, _ = larq_run
-    values = measure(larq_model(), fake_splits(), tmp_path, track=edge.EdgeLceTrack)
+    values = measure(larq_model(), fake_splits(integers=True), tmp_path, track=edge.EdgeLceTrack)
     assert {scope for scope, _ in values} == {"", "float32", "lce"}
     assert {key for key in full if key[0] in ("float32", "lce")} == {key for key in values if key[0]}
     assert values[("lce", "converted")] == 1 and values[("lce", "agreement")] == 1.0

@@ -27,7 +27,8 @@ def test_a_modifier_is_written_after_the_method_with_a_plus():
 def test_the_modifier_and_its_teacher_are_part_of_the_training_hash(toy_methods):
     plain = TrainingConfig(MethodRef.parse("toy-dense"), "digits", 0, "smoke")
     distilled = TrainingConfig(MethodRef.parse(KD), "digits", 0, "smoke")
-    other_teacher = TrainingConfig(MethodRef.parse("toy-dense+kd:teacher=vgg-small,temperature=2"), "digits", 0, "smoke")
+    other = MethodRef.parse("toy-dense+kd:teacher=vgg-small,temperature=2")
+    other_teacher = TrainingConfig(other, "digits", 0, "smoke")
     assert len({plain.hash, distilled.hash, other_teacher.hash}) == 3
     config = distilled.as_dict()
     assert config["modifiers"] == [{"modifier": "kd", "options": {"teacher": "mlp", "temperature": 2, "alpha": 0.9}}]

@@ -6,7 +6,9 @@ import pytest
 from scipy.sparse.csgraph import minimum_spanning_tree as scipy_mst
 
 from effbench.method import MethodRef
+from effbench.records import ResultStore
 from effbench.registry import METHODS, TASKS, load_builtin_entries
+from effbench.runner import execute_plan, make_plan
 from effbench.tf import keras
 from suites.binarization.mst import (
     MSTQuantConv2D,
@@ -18,7 +20,6 @@ from suites.binarization.mst import (
     mst_layers,
     tree_forward,
 )
-from tests.conftest import assert_operator_reports_ratio_to_fp32_twin
 from tracks.complexity import count_complexity
 
 load_builtin_entries()
@@ -50,7 +51,11 @@ def test_mst_is_registered_as_a_compression_of_the_backbone():
     method = MethodRef.parse("mst").create()
     assert method.fp32_twin("resnet-cifar") == "resnet-cifar"
     assert MethodRef.parse("mst:backbone=vgg-small").create().fp32_twin("resnet-cifar") == "vgg-small"
-    assert method.bnn().spec.slug == "bnn"
+    digits = TASKS.get("digits").spec
+    assert method.requires(digits) == {"trained": MethodRef("bnn")}
+    assert MethodRef.parse("mst:backbone=vgg-small").create().requires(digits) == {
+        "trained": MethodRef("bnn", (("backbone", "vgg-small"),))
+    }
 
 
 def test_channel_signs_read_output_channels_from_the_last_kernel_axis():
@@ -184,6 +189,18 @@ def test_dense_binary_layers_are_compressed_too():
     assert plan.order()[0] == plan.root
 
 
-def test_mst_trains_a_bnn_and_reports_its_ratio_to_the_fp32_backbone(tmp_path):
-    metrics = assert_operator_reports_ratio_to_fp32_twin("mst", tmp_path)
-    assert 0.0 <= metrics["top1"] <= 1.0
+def test_mst_starts_from_the_trained_bnn_without_training_it_again(tmp_path):
+    store = ResultStore(tmp_path)
+    jobs = make_plan([MethodRef("bnn"), MethodRef("mst")], ["digits"], [0], ["accuracy", "training_cost"], "smoke",
+                     store)  # fmt: skip
+    assert [str(job.training.method) for job in jobs] == ["resnet-cifar", "bnn", "mst"]
+    messages = []
+    results = execute_plan(jobs, store, log=messages.append)
+    assert not any(result.failures for result in results)
+    assert sum(message.startswith("training bnn") for message in messages) == 1
+    bnn, mst = ({m.name: m.value for m in r.records[0].metrics} for r in results[1:])
+    # The compressed model computes exactly what the BNN computes, and reports the ratio to the float twin.
+    assert mst["top1"] == bnn["top1"] and mst["fp32_top1"] == bnn["fp32_top1"]
+    cost = {m.name: m.value for m in results[2].records[1].metrics}
+    bnn_cost = {m.name: m.value for m in results[1].records[1].metrics}
+    assert cost["upstream_train_seconds"] == pytest.approx(bnn_cost["train_seconds"]) and cost["epochs"] == 0

@@ -4,9 +4,9 @@ import larq
 import numpy as np
 import pytest
 
-from effbench.operators import OperatorMethod, binarize, binarized_layer_names
 from effbench.registry import METHODS, TASKS, register_method
 from effbench.tf import keras, tf
+from suites.binarization.operators import OperatorMethod, binarize, binarized_layer_names
 from tests.conftest import TOY_PAPER, assert_operator_reports_ratio_to_fp32_twin
 from tracks.complexity import count_complexity
 

@@ -145,3 +145,22 @@ def test_config_hash_covers_method_defaults(toy_methods, monkeypatch):
     monkeypatch.setattr(METHODS.get("toy-dense").factory, "default_options", {"units": 32})
     assert training.hash != before
     assert training.hash == TrainingConfig(MethodRef.parse("toy-dense:units=32"), "digits", 0, "smoke").hash
+
+
+def test_records_of_schema_1_still_load_and_a_hand_edit_is_still_refused(tmp_path):
+    from effbench.records import content_hash
+
+    body = {
+        "schema": "effbench.record/1", "run_id": "r", "config_hash": "c" * 16, "training_hash": "t" * 16,
+        "config": {"method": "mlp"}, "method": "mlp", "variant": "", "suite": "architectures", "task": "digits",
+        "track": "accuracy", "seed": 0, "budget": "quick", "division": "closed", "hardware": {}, "versions": {},
+        "git_commit": "abc", "timestamp": "2026-01-01T00:00:00+00:00", "curves": {}, "files": {},
+        "source": "measured", "metrics": [{"metric": "top1", "value": 0.9, "unit": "ratio", "scope": ""}],
+    }  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**body, "content_hash": content_hash(body)}))
+    record = read_record(path)
+    assert record.deployable == "" and record.metrics[0].value == 0.9
+    path.write_text(json.dumps({**body, "content_hash": content_hash(body), "seed": 1}))
+    with pytest.raises(RecordError, match="edited by hand"):
+        read_record(path)

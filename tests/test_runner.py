@@ -67,7 +67,8 @@ def test_records_carry_provenance(tmp_path, toy_methods):
     execute_plan(plan(store, ["toy-dense:units=8"], tracks=["accuracy"]), store, log=lambda _: None)
     (record,) = ResultStore(tmp_path).records()
     assert record.variant == "units=8" and record.config["options"] == {"units": 8}
-    assert record.config["recipe"]["epochs"] == 1 and record.division == "closed"
+    assert record.config["recipe"]["epochs"] == 1
+    assert record.division == "open"  # the toys suite declares no protocol, so it has no closed division
     assert set(record.hardware) >= {"cpu", "cpu_threads", "gpu"}
     assert set(record.versions) >= {"python", "tensorflow", "tf_keras", "tfmot", "larq", "litert"}
     assert record.git_commit and record.timestamp.endswith("+00:00")

@@ -21,7 +21,7 @@ from effbench.track import Metric
 EXAMPLE = Path(__file__).resolve().parents[1] / "submissions" / "tanh-sign-binarizer"
 TOY_SLUG = "toy-submitted-sign"
 METHOD_PY = f'''
-from effbench.operators import OperatorMethod
+from suites.binarization.operators import OperatorMethod
 from effbench.registry import Paper, register_method
 
 
@@ -120,12 +120,14 @@ def test_a_method_file_that_fails_to_import_shows_its_traceback(tmp_path, capsys
     rejected(folder, capsys, str(folder.resolve() / "method.py"), "line 3", "RuntimeError: broken on purpose")
 
 
-def test_the_closed_division_takes_operators_on_the_default_backbone_only(tmp_path, capsys):
-    folder = make_folder(tmp_path, methods=["mlp", f"{TOY_SLUG}:backbone=mlp"])
+def test_the_closed_division_refuses_what_the_suite_protocol_does_not_take(tmp_path, capsys):
+    folder = make_folder(tmp_path, methods=["mst", f"{TOY_SLUG}:backbone=mlp"])
     rejected(
         folder, capsys, yaml_path(folder),
-        "field 'methods[0]': 'mlp' is a method of kind 'architecture'; the closed division takes operators only",
-        f"field 'methods[1]': option backbone of '{TOY_SLUG}:backbone=mlp' changes the backbone or the recipe",
+        "field 'methods[0]': 'mst' is a method of kind 'compression'; the closed division of the binarization "
+        "protocol takes methods of kind 'operator' only",
+        f"field 'methods[1]': option backbone of '{TOY_SLUG}:backbone=mlp' is fixed by the closed division of the "
+        "binarization protocol", "use division: open",
     )  # fmt: skip
 
 

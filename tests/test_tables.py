@@ -50,8 +50,8 @@ def test_track_view_turns_scoped_metrics_into_columns():
                  Metric("converter_error", "boom", "text", "lce")]  # fmt: skip
     other = record(0, 0.9)
     table = results_table(records_frame([r, other]), track="edge")
-    assert list(table.columns) == ["method", "variant", "task", "budget", "division", "float32/size_bytes",
-                                   "int8/size_bytes", "seeds"]  # fmt: skip
+    assert list(table.columns) == ["method", "variant", "deployable", "task", "budget", "division",
+                                   "float32/size_bytes", "int8/size_bytes", "seeds"]  # fmt: skip
     assert table.loc[0, "int8/size_bytes"] == 1000
 
 

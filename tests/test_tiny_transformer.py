@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from effbench.method import MethodRef
-from effbench.operators import binarize, binarized_layer_names
 from effbench.tf import keras
 from suites.architectures._transformer import AttentionCore, patches
+from suites.binarization.operators import binarize, binarized_layer_names
 from tracks.complexity import count_complexity
 
 

@@ -114,7 +114,8 @@ def test_an_upstream_already_trained_is_not_planned_and_a_trained_dependent_need
 def test_the_twin_is_planned_for_accuracy_and_its_ratio_reported(tmp_path, graph_methods):
     store = ResultStore(tmp_path)
     jobs = plan(store, ["toy-tuned"], tracks=["accuracy"])
-    assert [(str(job.training.method), job.tracks) for job in jobs] == [("toy-dense", ["accuracy"]), ("toy-tuned", ["accuracy"])]
+    planned = [(str(job.training.method), job.tracks) for job in jobs]
+    assert planned == [("toy-dense", ["accuracy"]), ("toy-tuned", ["accuracy"])]
     results = execute_plan(jobs, store, **QUIET)
     metrics = {m.name: m.value for m in results[1].records[0].metrics}
     assert metrics["fp32_top1"] == {m.name: m.value for m in results[0].records[0].metrics}["top1"]
@@ -188,7 +189,7 @@ def test_a_method_that_depends_on_itself_is_an_error(toy_methods):
 
     try:
         with pytest.raises(ValueError, match="depends on itself"):
-            TrainingConfig(MethodRef("toy-loop"), "digits", 0, "smoke").hash
+            _ = TrainingConfig(MethodRef("toy-loop"), "digits", 0, "smoke").hash
     finally:
         METHODS.remove("toy-loop")
 
@@ -242,3 +243,52 @@ def test_a_flatbuffer_deployable_is_what_accuracy_and_edge_measure(tmp_path, con
     main = values[("edge", "")]
     assert main[("", "deployment")] == "float16"
     assert main[("deployed", "size_bytes")] == main[("float16", "size_bytes")]
+
+
+def test_each_deployable_is_a_row_of_the_tables_and_a_point_of_its_method_curve(tmp_path, graph_methods):
+    from leaderboard.tables import deployable_curves, format_table, load_results, overview_table, results_table
+
+    store = ResultStore(tmp_path)
+    execute_plan(plan(store, ["toy-elastic", "toy-dense"], tracks=["accuracy", "complexity"]), store, **QUIET)
+    tidy = load_results(tmp_path)
+    table = results_table(tidy)
+    assert sorted(zip(table["method"], table["deployable"], strict=True)) == [
+        ("toy-dense", ""), ("toy-elastic", ""), ("toy-elastic", "half"), ("toy-elastic", "quarter"),
+    ]  # fmt: skip
+    assert "deployable" in format_table(table, "csv").splitlines()[0]
+    curves = deployable_curves(overview_table(tidy), "params")
+    assert list(curves["method"].unique()) == ["toy-elastic"] and len(curves) == 3
+
+
+def test_a_worker_that_cannot_reach_the_result_folder_gets_upstream_models_and_returns_its_own(tmp_path, graph_methods):
+    from effbench.runner import JobWork, artifact_complete, compute_job, save_job, upstream_files
+
+    store = ResultStore(tmp_path / "driver")
+    jobs = plan(store, ["toy-shrunk"])
+    execute_plan(jobs[:1], store, **QUIET)  # the upstream toy-dense, trained and cached by the driver
+    shrunk = jobs[1]
+    files = upstream_files(store, shrunk)
+    assert list(files) == [shrunk.upstream["trained"].hash]
+    # A Ray node of another machine: the result folder does not exist there.
+    computed = compute_job(JobWork(shrunk, None, tmp_path / "elsewhere", True, files), lambda _: None)
+    assert not computed.failures and "history.json" in computed.artifact_files
+    assert not (tmp_path / "elsewhere").exists()
+    save_job(store, computed, lambda _: None)
+    assert artifact_complete(store.artifact_dir(shrunk.training.hash))
+
+
+def test_a_method_that_starts_from_trained_weights_trains_with_the_tasks_finetune_recipe(graph_methods):
+    from effbench.recipe import Recipe
+    from effbench.registry import TASKS
+
+    digits = TASKS.get("digits").factory
+    tuned = TrainingConfig(MethodRef("toy-tuned"), "digits", 0, "smoke")
+    dense = TrainingConfig(MethodRef("toy-dense"), "digits", 0, "smoke")
+    assert tuned.recipe() == dense.recipe() == digits().recipe("smoke")  # no fine-tune recipe declared
+    finetune = Recipe(optimizer="sgd", learning_rate=1e-2, epochs=1, max_train_samples=64)
+    digits.finetune_recipes = {"smoke": finetune}
+    try:
+        assert tuned.recipe() == finetune and dense.recipe() == digits().recipe("smoke")
+        assert tuned.as_dict()["recipe"] == finetune.as_config()
+    finally:
+        del digits.finetune_recipes

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from effbench.registry import MetricSpec
 from effbench.track import Metric
 
 
@@ -60,6 +61,20 @@ class Timing:
         if batch is not None:
             metrics.append(Metric(f"{prefix}_samples_per_s", batch / self.median, "samples/s", scope))
         return metrics
+
+
+def timing_specs(prefix: str, scopes: tuple[str, ...] = ("",), batch: bool = False) -> tuple[MetricSpec, ...]:
+    """What :meth:`Timing.metrics` records under ``prefix`` (a name pattern, e.g. ``keras_<dev>_b<batch>``)."""
+    specs = (
+        MetricSpec(f"{prefix}_median_ms", "ms", "lower", "cost", scopes),
+        MetricSpec(f"{prefix}_p90_ms", "ms", "lower", "cost", scopes),
+        # How steady the measurement was, and how many calls it took: about the timing, not the model.
+        MetricSpec(f"{prefix}_cv", "ratio", "none", "info", scopes),
+        MetricSpec(f"{prefix}_repeats", "count", "none", "info", scopes),
+    )
+    if batch:
+        specs += (MetricSpec(f"{prefix}_samples_per_s", "samples/s", "higher", "cost", scopes),)
+    return specs
 
 
 def time_calls(call: Callable[[], object], policy: TimingPolicy = TimingPolicy()) -> Timing:

@@ -11,18 +11,31 @@ For test inputs x_i with labels y_i and predicted class probabilities p_i = soft
   backbone trained without the method on the same task, seed and budget (BiBench's relative accuracy).
 
 A model whose outputs are already probabilities (non-negative rows summing to 1) is scored as such;
-otherwise its outputs are taken as logits.
+otherwise its outputs are taken as logits. A deployable whose deployment is a TFLite flatbuffer
+(post-training quantization) is scored by running that flatbuffer on LiteRT, not its Keras source.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.track import MeasureContext, Metric, Track
+from tracks import _tflite
 
 ECE_BINS = 15
 EVAL_BATCH = 256
+METRICS = (
+    MetricSpec("top1", "ratio", "higher", "quality"),
+    MetricSpec("top5", "ratio", "higher", "quality"),
+    MetricSpec("top1_relative", "ratio", "higher", "quality"),
+    MetricSpec("loss", "nat", "lower", "quality"),
+    MetricSpec("ece", "ratio", "lower", "quality"),
+    MetricSpec("test_samples", "count", "none", "info"),
+    # The FP32 twin's top-1: the reference the method is compared with, not the method's own quality.
+    MetricSpec("fp32_top1", "ratio", "none", "info"),
+)
+TFLITE_THREADS = 2
 
 
 def probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -75,16 +88,24 @@ def relative_metrics(top1: float, reference: dict[str, float]) -> list[Metric]:
     return [Metric("fp32_top1", fp32_top1, "ratio"), Metric("top1_relative", relative, "ratio")]
 
 
+def test_outputs(context: MeasureContext) -> np.ndarray:
+    """The model's outputs on the test split: the deployed flatbuffer's on LiteRT where that is the deployable."""
+    if context.tflite is not None:
+        return _tflite.litert_predict(context.tflite, context.splits.x_test, TFLITE_THREADS)
+    return context.model.predict(context.splits.x_test, batch_size=EVAL_BATCH, verbose=0)
+
+
 @register_track(
     "accuracy",
     summary="top-1 (top-5 over 10 classes), loss, ECE on the test split; ratio to the FP32 twin",
     needs_task_data=True,
+    metrics=METRICS,
 )
 class AccuracyTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:
         if context.splits is None or context.task is None:
             raise ValueError("the accuracy track needs a task (its test split): pass --task")
-        outputs = context.model.predict(context.splits.x_test, batch_size=EVAL_BATCH, verbose=0)
+        outputs = test_outputs(context)
         probs = probabilities(np.asarray(outputs))
         labels = context.splits.y_test.astype(int)
         metrics = accuracy_metrics(probs, labels, context.task.spec.num_classes)

@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric, Track
 from tracks._bits import (
@@ -129,6 +129,19 @@ _TOTALLED = (
 )
 _PER_LAYER = (
     ("params", "count"), ("macs", "count"), ("flops", "count"), ("bops", "count"), ("size_bits", "bit"),
+)
+_WHOLE_AND_LAYER = ("", "layer")
+# Headline costs first: the order in which the leaderboard offers them as Pareto axes.
+METRICS = (
+    MetricSpec("macs", "count", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("bops", "count", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("size_bits", "bit", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("params", "count", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("flops", "count", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("size_bytes", "byte", "lower", "cost"),
+    MetricSpec("params_trainable", "count", "lower", "cost"),
+    MetricSpec("params_nonzero", "count", "lower", "cost"),
+    MetricSpec("sparsity", "ratio", "higher", "cost"),
 )
 
 
@@ -603,6 +616,7 @@ def count_complexity(model: keras.Model) -> ComplexityReport:
     "complexity",
     summary="params, MACs, FLOPs, BOPs and packed size, counted from the Keras graph",
     needs_task_data=False,
+    metrics=METRICS,
 )
 class ComplexityTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:

@@ -17,7 +17,8 @@ The model is converted into the variants of :mod:`tracks._tflite` (``float32``, 
   same copy-in, invoke, copy-out, with LCE's kernels for the binary ops and TFLite's builtin (not
   XNNPACK) kernels for the float ones, LCE's default. LCE's kernels are optimized for 64-bit ARM; on
   x86 a binary model runs slower than its float32 variant on XNNPACK, so ``lce`` latency measured
-  here says nothing about a phone: :func:`benchmark_model_metrics` records phone measurements.
+  here says nothing about a phone: :func:`effbench.benchmark_log.benchmark_model_metrics` records phone
+  measurements.
 - ``top1`` (ratio, with task data): fraction of the test split whose argmax output is the label.
 - ``agreement`` (ratio, with task data): fraction of the test split where the variant's argmax equals
   the Keras model's argmax (1.0 = conversion changed no decision).
@@ -34,32 +35,56 @@ poor activation ranges; such an int8 latency is still meaningful, its accuracy w
 Whole-model text metrics name what ran: ``runtime`` (LiteRT version and delegate) and ``converter``
 (TensorFlow version); the ``lce`` scope has its own ``runtime`` and ``converter``.
 
-Phone measurements: :func:`benchmark_model_metrics` turns the output of TFLite's ``benchmark_model``
-(or LCE's ``lce_benchmark_model``, which prints the same lines) into ``device_*`` metrics.
+The method's own deployment, under the scope ``deployed``: a deployable that *is* a flatbuffer (post-training
+quantization) is measured as it is (no conversion), with the same metrics; a method that names its
+deployment variant (``Method.deployment``: ``int8`` for QAT, ``lce`` for a binary network) gets that
+variant's metrics again under ``deployed``. The whole-model text ``deployment`` says which.
+
+Phone measurements (``effbench device-result``): :mod:`effbench.benchmark_log` turns the output of TFLite's
+``benchmark_model`` (or LCE's ``lce_benchmark_model``, which prints the same lines) into ``device_*`` metrics.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from effbench.registry import register_track
+# The benchmark-log parser lives in the core (effbench device-result uses it); re-exported for this track's users.
+from effbench.benchmark_log import benchmark_model_metrics, parse_benchmark_model_output  # noqa: F401
+from effbench.registry import MetricSpec, register_track
 from effbench.tf import tf
 from effbench.track import MeasureContext, Metric, Track
 from tracks import _tflite
-from tracks._timing import TimingPolicy, time_calls
+from tracks._timing import TimingPolicy, time_calls, timing_specs
 
 # Lighter than the default policy: up to 5 variants x 2 thread counts are timed per model.
 TIMING_POLICY = TimingPolicy(warmup=5, min_repeats=20, min_seconds=0.5, max_seconds=3.0)
 THREADS = (1, 2)
+# The scope of the method's own deployment: the flatbuffer it deploys, or the variant it names.
+DEPLOYED = "deployed"
 # Threads of the interpreter that scores the test split (accuracy does not depend on it).
 EVAL_THREADS = 2
 KERAS_EVAL_BATCH = 256
+_CONVERSION = ("conversion",)
+METRICS = (
+    MetricSpec("size_bytes", "byte", "lower", "cost", _CONVERSION),
+    *timing_specs("<runtime>_t<threads>", _CONVERSION),
+    MetricSpec("top1", "ratio", "higher", "quality", _CONVERSION),
+    MetricSpec("agreement", "ratio", "higher", "quality", _CONVERSION),
+    MetricSpec("converted", "bool", "higher", "info", _CONVERSION),
+    MetricSpec("converter_error", "text", "none", "info", _CONVERSION),
+    MetricSpec("run_error", "text", "none", "info", _CONVERSION),
+    MetricSpec("calibration", "text", "none", "info", _CONVERSION),
+    MetricSpec("calibration_samples", "count", "none", "info", _CONVERSION),
+    MetricSpec("runtime", "text", "none", "info", ("", *_CONVERSION)),
+    MetricSpec("converter", "text", "none", "info", ("", *_CONVERSION)),
+    # Which of the conversions is the method's own deployment (its metrics are repeated under ``deployed``).
+    MetricSpec("deployment", "text", "none", "info"),
+)
 
 
 @dataclass(frozen=True)
@@ -155,10 +180,24 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     return Inputs(splits.x_test[0], splits.x_test, splits.y_test.astype(int), np.asarray(outputs).argmax(axis=1))
 
 
+def deployed_metrics(measured: list[Metric], context: MeasureContext, inputs: Inputs) -> list[Metric]:
+    """The method's own deployment under the scope ``deployed``: its flatbuffer, or its declared variant's numbers."""
+    if context.tflite is not None:
+        return [
+            Metric("deployment", "flatbuffer", "text"),
+            *measure_variant(DEPLOYED, lambda: context.tflite, LITERT, inputs, context),
+        ]
+    if context.deployment is None:
+        return []
+    chosen = [Metric(m.name, m.value, m.unit, DEPLOYED) for m in measured if m.scope == context.deployment]
+    return [Metric("deployment", context.deployment, "text"), *chosen] if chosen else []
+
+
 @register_track(
     "edge",
     summary="TFLite float32/float16/dynamic/int8 (+LCE for larq): size, LiteRT latency, top-1 after conversion",
     needs_task_data=False,
+    metrics=METRICS,
 )
 class EdgeTrack(Track):
     # The TFLite variants converted and measured; LCE is added for models with larq layers.
@@ -178,13 +217,14 @@ class EdgeTrack(Track):
         if with_lce:
             convert = functools.partial(_tflite.convert_lce, model)
             metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
-        return metrics
+        return metrics + deployed_metrics(metrics, context, inputs)
 
 
 @register_track(
     "edge-lce",
     summary="the binary deployment pair: LCE model and the float32 TFLite model of the same network",
     needs_task_data=False,
+    metrics=METRICS,
 )
 class EdgeLceTrack(EdgeTrack):
     """The edge track cut to what a binarization sweep compares: ``float32`` (LiteRT, XNNPACK) and ``lce``.
@@ -195,78 +235,3 @@ class EdgeLceTrack(EdgeTrack):
     """
 
     variants = ("float32",)
-
-
-# --- phone measurements: the output of TFLite's benchmark_model ---------------------------------
-
-# "count=50 first=249042 curr=250889 min=247067 max=254474 avg=249684 std=1442 [p5=.. median=.. p95=..]",
-# after any log prefix ("INFO: ", "I tflite  : "); values in microseconds, avg may be "2.95034e+06".
-_NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?"
-_STATS_LINE = re.compile(rf"(?:^|[\s:])count=(?P<count>\d+)\s+first=.*\savg=(?P<avg>{_NUMBER})")
-_STAT_FIELD = re.compile(rf"\b(first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})")
-_SUMMARY_LINE = re.compile(
-    rf"Inference timings in us: Init: (?P<init>{_NUMBER}), First inference: (?P<first_inference>{_NUMBER}), "
-    rf"Warmup \(avg\): (?P<warmup_avg>{_NUMBER}), Inference \(avg\): (?P<inference_avg>{_NUMBER})"
-)
-_MEMORY_LINE = re.compile(rf"\(MB\): init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})")
-
-
-def parse_benchmark_model_output(text: str) -> dict[str, float]:
-    """The numbers of one ``benchmark_model`` run.
-
-    Keys: ``count`` and ``first_us``, ``curr_us``, ``min_us``, ``max_us``, ``avg_us``, ``std_us`` (plus
-    ``p5_us``, ``median_us``, ``p95_us`` from newer versions) of the timed runs; ``init_us``,
-    ``first_inference_us``, ``warmup_avg_us``, ``inference_avg_us`` of the summary line; and
-    ``memory_init_mb``, ``memory_overall_mb`` when printed. The tool prints a ``count=`` line for the
-    warm-up runs, then one for the timed runs, then the summary: the timed runs' line is the last
-    ``count=`` line before the summary (op profiling, when enabled, prints more after it).
-    """
-    found: dict[str, float] = {}
-    stats_line = None
-    for line in text.splitlines():
-        summary = _SUMMARY_LINE.search(line)
-        if summary:
-            found.update({f"{key}_us": float(value) for key, value in summary.groupdict().items()})
-            break
-        if _STATS_LINE.search(line):
-            stats_line = line
-    if stats_line is None and "inference_avg_us" not in found:
-        raise ValueError("no benchmark_model timings found: expected 'count=... avg=...' or 'Inference timings in us'")
-    if stats_line is not None:
-        found["count"] = float(_STATS_LINE.search(stats_line).group("count"))
-        found.update({f"{key}_us": float(value) for key, value in _STAT_FIELD.findall(stats_line)})
-    memory = _MEMORY_LINE.search(text)
-    if memory:
-        found.update({f"memory_{key}_mb": float(value) for key, value in memory.groupdict().items()})
-    return found
-
-
-# Parsed key -> (metric name, unit, scale from the parsed unit).
-_DEVICE_METRICS = {
-    "avg_us": ("device_avg_ms", "ms", 1e-3),
-    "std_us": ("device_std_ms", "ms", 1e-3),
-    "min_us": ("device_min_ms", "ms", 1e-3),
-    "max_us": ("device_max_ms", "ms", 1e-3),
-    "median_us": ("device_median_ms", "ms", 1e-3),
-    "p95_us": ("device_p95_ms", "ms", 1e-3),
-    "count": ("device_count", "count", 1),
-    "init_us": ("device_init_ms", "ms", 1e-3),
-    "first_inference_us": ("device_first_ms", "ms", 1e-3),
-    "memory_overall_mb": ("device_memory_mb", "MB", 1),
-}
-
-
-def benchmark_model_metrics(text: str, variant: str) -> list[Metric]:
-    """``device_*`` metrics (scope ``variant``) from a ``benchmark_model`` output.
-
-    ``device_avg_ms`` is the mean of the timed runs; when only the summary line was kept it is the
-    summary's ``Inference (avg)``, the same number.
-    """
-    parsed = parse_benchmark_model_output(text)
-    parsed.setdefault("avg_us", parsed.get("inference_avg_us"))
-    metrics = []
-    for key, (name, unit, scale) in _DEVICE_METRICS.items():
-        if parsed.get(key) is not None:
-            value = int(parsed[key]) if unit == "count" else parsed[key] * scale
-            metrics.append(Metric(name, value, unit, variant))
-    return metrics

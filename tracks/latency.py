@@ -44,10 +44,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from effbench.provenance import cpu_model, cpu_threads
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric, Track
-from tracks._timing import TimingPolicy, time_calls
+from tracks._timing import TimingPolicy, time_calls, timing_specs
 
 THROUGHPUT_BATCH = 64
 BATCH_SIZES = (1, THROUGHPUT_BATCH)
@@ -56,6 +56,10 @@ JIT_COMPILE = False  # TensorFlow's default executor; the module docstring says 
 # Enough for a stable median on a real run (a small model's call takes well under a millisecond);
 # max_seconds bounds a large model on a slow CPU. Tests replace it with a small policy.
 POLICY = TimingPolicy(warmup=10, min_repeats=30, min_seconds=1.0, max_seconds=10.0)
+METRICS = (
+    *timing_specs("keras_<dev>_b<batch>", batch=True),
+    MetricSpec("keras_<dev>_device", "text", "none", "info"),
+)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ def tpu_metrics(model: keras.Model) -> list[Metric]:
     "latency",
     summary=f"Keras inference ms per forward pass (batch 1 and {THROUGHPUT_BATCH}) on the CPU, each GPU, and a TPU",
     needs_task_data=False,
+    metrics=METRICS,
 )
 class LatencyTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:

@@ -20,12 +20,19 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric, Track
 from tracks._corruptions import SEVERITIES, corruptions_for
 
 EVAL_BATCH = 256
+METRICS = (
+    MetricSpec("mean_corruption_top1", "ratio", "higher", "quality"),
+    MetricSpec("clean_top1", "ratio", "higher", "quality"),
+    MetricSpec("relative_drop", "ratio", "lower", "quality"),
+    MetricSpec("corruption_top1", "ratio", "higher", "quality", ("corruption",)),
+    MetricSpec("top1", "ratio", "higher", "quality", ("corruption/severity",)),
+)
 
 
 def classifier(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
@@ -68,6 +75,7 @@ def robustness_metrics(clean: float, corrupted: Mapping[str, Sequence[float]]) -
     "robustness",
     summary="top-1 under CIFAR-10-C corruptions (images) or additive noise (vectors), severities 1-5",
     needs_task_data=True,
+    metrics=METRICS,
 )
 class RobustnessTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:

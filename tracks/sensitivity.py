@@ -17,12 +17,21 @@ from dataclasses import replace
 import numpy as np
 
 from effbench.recipe import Recipe
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.track import MeasureContext, Metric, Track
 from tracks.accuracy import EVAL_BATCH, probabilities, top_k_accuracy
 
 OPTIMIZER_SETTINGS = (("sgd", 0.1), ("sgd", 0.01), ("adam", 1e-3), ("adam", 1e-4))
 SCHEDULES = ("cosine", "step")
+METRICS = (
+    MetricSpec("top1_mean", "ratio", "higher", "quality"),
+    # A method whose accuracy depends less on the recipe is the better one (BiBench).
+    MetricSpec("top1_std", "ratio", "lower", "quality"),
+    MetricSpec("top1_min", "ratio", "higher", "quality"),
+    MetricSpec("top1_max", "ratio", "higher", "quality"),
+    MetricSpec("top1", "ratio", "higher", "quality", ("setting",)),
+    MetricSpec("total_seconds", "s", "lower", "cost"),
+)
 
 
 def sensitivity_recipes(base: Recipe) -> dict[str, Recipe]:
@@ -50,6 +59,7 @@ def summary_metrics(top1_by_setting: dict[str, float], seconds: float) -> list[M
     "sensitivity",
     summary="BiBench recipe sensitivity: top-1 over {SGD 0.1, SGD 0.01, Adam 1e-3, Adam 1e-4} x {cosine, step}",
     needs_task_data=True,
+    metrics=METRICS,
 )
 class SensitivityTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:

@@ -22,8 +22,24 @@ from __future__ import annotations
 
 import statistics
 
-from effbench.registry import register_track
+from effbench.registry import MetricSpec, register_track
 from effbench.track import MeasureContext, Metric, Track
+
+METRICS = (
+    MetricSpec("train_seconds", "s", "lower", "cost"),
+    MetricSpec("total_train_seconds", "s", "lower", "cost"),
+    MetricSpec("upstream_train_seconds", "s", "lower", "cost"),
+    MetricSpec("epoch_seconds_median", "s", "lower", "cost"),
+    MetricSpec("samples_per_s", "samples/s", "higher", "cost"),
+    MetricSpec("peak_rss_bytes", "byte", "lower", "cost"),
+    MetricSpec("peak_gpu_bytes", "byte", "lower", "cost"),
+    MetricSpec("seconds_to_target", "s", "lower", "cost"),
+    MetricSpec("epochs_to_target", "epoch", "lower", "cost"),
+    MetricSpec("target_reached", "bool", "higher", "info"),
+    # Set by the task and its recipe, not by the method.
+    MetricSpec("epochs", "epoch", "none", "info"),
+    MetricSpec("target_accuracy", "ratio", "none", "info"),
+)
 
 
 def target_metrics(val_accuracy: list[float], epoch_seconds: list[float], target: float) -> list[Metric]:
@@ -42,6 +58,7 @@ def target_metrics(val_accuracy: list[float], epoch_seconds: list[float], target
     "training_cost",
     summary="train time, time per epoch, samples/s, peak memory, epochs and seconds to the task's target",
     needs_task_data=True,
+    metrics=METRICS,
 )
 class TrainingCostTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:

@@ -31,8 +31,8 @@ from effbench.tf import tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
+from suites.binarization.operators import OperatorMethod
 
 
 def tanh_sign(x: tf.Tensor, beta: float) -> tf.Tensor:

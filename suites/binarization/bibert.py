@@ -54,13 +54,13 @@ from effbench.tf import keras, tf
 import larq
 
 from effbench.method import Artifact, MethodRef
-from effbench.operators import OperatorMethod, binarize
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.schedule import EpochSchedule
 from effbench.training import TrainContext, fit
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, windowed_straight_through
 from suites.binarization._quantizers import ChannelScaledSign
+from suites.binarization.operators import OperatorMethod, binarize
 
 
 @keras.utils.register_keras_serializable(package="effbench")

@@ -46,10 +46,10 @@ from effbench.tf import keras, tf
 import larq
 
 from effbench.method import Artifact
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.training import TrainContext
 from suites.binarization._quantizers import ElasticQuantizer, clipped_ste_sign
+from suites.binarization.operators import OperatorMethod
 from suites.binarization.ternary_nlg import run_with_elastic_init
 
 

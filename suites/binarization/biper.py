@@ -53,12 +53,12 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochScheduled
 from effbench.training import TrainContext
 from suites.binarization._layers import output_scaled_layer
 from suites.binarization._quantizers import StdNormalizedApproxSign
+from suites.binarization.operators import OperatorMethod
 
 
 @tf.custom_gradient

@@ -54,11 +54,11 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, rewire_attention
 from suites.binarization._quantizers import ChannelScaledSign, straight_through
+from suites.binarization.operators import OperatorMethod
 
 
 def learned_step_binary(x: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:

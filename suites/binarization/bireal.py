@@ -29,9 +29,9 @@ from effbench.tf import tf  # noqa: F401  (first: selects the Keras 2 API larq n
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._quantizers import ChannelScaledSign
+from suites.binarization.operators import OperatorMethod
 
 
 @register_method(

@@ -48,9 +48,9 @@ from effbench.tf import tf
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._quantizers import straight_through
+from suites.binarization.operators import OperatorMethod
 
 WEIGHT_MEASURES = ("absmedian", "absmean")
 INPUT_NORMS = ("none", "layer")

@@ -44,12 +44,12 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, softmax_straight_through
 from suites.binarization._layers import output_scaled_layer
 from suites.binarization._quantizers import ChannelScaledSign
+from suites.binarization.operators import OperatorMethod
 
 
 @keras.utils.register_keras_serializable(package="effbench")

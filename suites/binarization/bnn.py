@@ -20,8 +20,8 @@ from effbench.tf import tf  # noqa: F401  (first: selects the Keras 2 API larq n
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
+from suites.binarization.operators import OperatorMethod
 
 
 @register_method(

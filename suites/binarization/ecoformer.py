@@ -61,11 +61,11 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import rewire_attention
 from suites.binarization._quantizers import ChannelScaledSign, clipped_ste_sign
+from suites.binarization.operators import OperatorMethod
 
 
 @keras.utils.register_keras_serializable(package="effbench")
@@ -103,8 +103,9 @@ class KernelHash(keras.layers.Layer):
         """Centred Gaussian kernel of the normalised tokens to the anchors: (batch, heads, tokens, m)."""
         x = tf.math.l2_normalize(self.split_heads(x), axis=-1)
         anchors = tf.math.l2_normalize(self.anchors, axis=-1)
-        # ||x - a||^2 = 2 - 2 x.a for unit vectors.
-        distances = tf.maximum(2.0 - 2.0 * tf.einsum("bhtd,hmd->bhtm", x, anchors), 0.0)
+        # ||x - a||^2 = 2 - 2 x.a for unit vectors. Written -2 x.a + 2: TFLite's converter folds the constant
+        # of "2 - 2 einsum(...)" wrongly (its float32 model computed 2 x.a - 2, flipping half the hash bits).
+        distances = tf.maximum(-2.0 * tf.einsum("bhtd,hmd->bhtm", x, anchors) + 2.0, 0.0)
         sigma = tf.reduce_mean(distances, axis=[2, 3], keepdims=True)
         kernel = tf.exp(-distances / (2.0 * sigma + 1e-12))
         return kernel - tf.reduce_mean(kernel, axis=2, keepdims=True)

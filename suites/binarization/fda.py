@@ -58,10 +58,10 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochScheduled
 from suites.binarization._quantizers import apply_in_training, mean_abs_per_output_channel
+from suites.binarization.operators import OperatorMethod
 
 OMEGA = 0.1
 TERMS_START, TERMS_GROWTH = 9, 9  # n = 9 + floor(9 e / E)

@@ -49,10 +49,10 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.operators import OperatorMethod, binarize
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.training import TrainContext, fit
 from suites.binarization._quantizers import clipped_ste_sign
+from suites.binarization.operators import OperatorMethod, binarize
 
 SALIENT_BITS = 8
 

@@ -47,9 +47,10 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import RELU_NAMES, OperatorMethod
+from effbench.graph import is_relu_layer
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._quantizers import ChannelScaledSign
+from suites.binarization.operators import OperatorMethod
 
 PRELU_INITIAL_SLOPE = 0.25  # torch.nn.PReLU's default, used by ReActNet's RPReLU
 
@@ -108,13 +109,6 @@ class RPReLU(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_slope": self.initial_slope}
-
-
-def is_relu_layer(layer: keras.layers.Layer) -> bool:
-    """A ReLU or ReLU6 layer, or ``Activation("relu")``: the layers binarize would turn into hard tanh."""
-    if type(layer) is keras.layers.ReLU:
-        return True
-    return type(layer) is keras.layers.Activation and layer.get_config()["activation"] in RELU_NAMES
 
 
 @register_method(

@@ -50,11 +50,11 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochScheduled
 from suites.binarization._layers import output_scaled_layer
 from suites.binarization._quantizers import StdNormalizedApproxSign, variance
+from suites.binarization.operators import OperatorMethod
 
 TAU_START, TAU_END = 0.85, 0.99
 EPSILON = 1e-5  # added to the variances, as in BiBench

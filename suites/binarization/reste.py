@@ -58,10 +58,10 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochScheduled
 from effbench.training import TrainContext, classification_loss
+from suites.binarization.operators import OperatorMethod
 
 INDICATOR_BATCH = 128
 

@@ -47,7 +47,6 @@ from effbench.tf import keras, tf
 import larq
 
 from effbench.method import Artifact
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.schedule import EpochSchedule
 from effbench.training import TrainContext, fit
@@ -57,6 +56,7 @@ from suites.binarization._quantizers import (
     initialize_elastic_steps,
     straight_through,
 )
+from suites.binarization.operators import OperatorMethod
 
 WEIGHT_MODES = ("ternary", "binary")
 TWN_THRESHOLD = 0.7

@@ -19,9 +19,9 @@ Convolutional Neural Networks", ECCV 2016 (https://arxiv.org/abs/1603.05279).
 
 from __future__ import annotations
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._quantizers import XNOR_NET_URL, ChannelScaledSign, SampleScaledSign
+from suites.binarization.operators import OperatorMethod
 
 
 @register_method(

@@ -36,9 +36,9 @@ from effbench.tf import keras
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
-from effbench.operators import OperatorMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._layers import output_scaled_layer
+from suites.binarization.operators import OperatorMethod
 
 
 @register_method(

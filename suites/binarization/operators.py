@@ -14,11 +14,11 @@ with :math:`q_a` the *input quantizer* and :math:`q_w` the *kernel quantizer* (f
 multiply-accumulate is an XNOR and a popcount: the complexity track counts such a layer at 1 bit for
 weights and activations (1 BOP per MAC instead of 1024).
 
-:func:`binarize` applies the protocol to a functional Keras model with
-``keras.models.clone_model(model, clone_function=...)``, which rebuilds the graph layer by layer from each
-layer's config; the clone function swaps layer classes and nothing else, so the copy has the same layer
-names and weight shapes, and it starts from the float model's weights (a freshly built backbone gives an
-ordinary initialisation; a trained one is fine-tuned). Rules, beyond the swap itself:
+:func:`binarize` applies the protocol to a functional Keras model with the core's graph rewrite
+(:func:`effbench.graph.rewrite`), which rebuilds the graph layer by layer from each layer's config; the
+rule swaps layer classes and nothing else, so the copy has the same layer names and weight shapes, and it
+starts from the float model's weights (a freshly built backbone gives an ordinary initialisation; a
+trained one is fine-tuned). Rules, beyond the swap itself:
 
 - ``Conv2D`` -> ``larq.layers.QuantConv2D``, ``DepthwiseConv2D`` -> ``QuantDepthwiseConv2D``, ``Dense`` ->
   ``QuantDense``. Any other layer with a kernel (``Conv2DTranspose``, ``SeparableConv2D``, a nested model,
@@ -38,7 +38,9 @@ ordinary initialisation; a trained one is fine-tuned). Rules, beyond the swap it
 quantizers; ``run`` builds the task's default backbone (or the ``backbone`` option), binarizes it and
 trains it with the task's recipe, advancing the schedules of :mod:`effbench.schedule` every epoch; its FP32
 twin is that backbone, so the accuracy track reports
-``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative accuracy).
+``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative accuracy). What the closed
+division fixes (the ``backbone`` option; kinds other than ``operator``), how the twin is chosen and the
+suite's summary columns are declared, without TensorFlow, in :mod:`suites.binarization.protocol`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from effbench.tf import keras, tf
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq
 
+from effbench.graph import RELU_NAMES, is_relu_layer, rewrite
 from effbench.method import ArchitectureMethod, Artifact, Method, MethodRef
 from effbench.registry import TaskSpec
 from effbench.schedule import EpochSchedule
@@ -66,7 +69,6 @@ BinaryLayerFactory = Callable[[type, dict[str, Any]], keras.layers.Layer]
 LayerReplacement = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 
 HARD_TANH = "hard_tanh"  # larq.activations.hard_tanh, registered with Keras when larq is imported
-RELU_NAMES = ("relu", "relu6")
 
 # Float layer class -> (larq class, its kernel-quantizer argument, its kernel-constraint argument).
 LARQ_COUNTERPARTS: dict[type, tuple[type, str, str]] = {
@@ -100,11 +102,11 @@ def binarize(
     """
     binary = set(binarized_layer_names(model))
 
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+    def rule(layer: keras.layers.Layer) -> keras.layers.Layer:
         replacement = replace_layer(layer) if replace_layer and layer.name not in binary else None
         if replacement is not None:
             return replacement
-        if _is_relu_layer(layer):
+        if is_relu_layer(layer):
             return keras.layers.Activation(HARD_TANH, name=layer.name)
         config = layer.get_config()
         if config.get("activation") in RELU_NAMES:
@@ -121,27 +123,7 @@ def binarize(
             config["pad_values"] = 1.0
         return binary_layer(larq_class, config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        transfer_weights(layer, copy.get_layer(layer.name))
-    return copy
-
-
-def transfer_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-    """Copy each of ``source``'s weights into ``target``'s weight of the same name.
-
-    ``target`` may hold more weights than ``source`` (a learned scale, a quantizer's shift), which keep
-    their initial values; a ``source`` weight with no same-named, same-shaped counterpart is an error.
-    """
-    targets = {weight.name: weight for weight in target.weights}
-    for weight in source.weights:
-        counterpart = targets.get(weight.name)
-        if counterpart is None or counterpart.shape != weight.shape:
-            raise ValueError(
-                f"weight '{weight.name}' of shape {tuple(weight.shape)} of the float layer '{source.name}' has no "
-                f"counterpart in the binary layer '{target.name}', whose weights are {sorted(targets)}"
-            )
-        counterpart.assign(weight)
+    return rewrite(model, rule)
 
 
 def binarized_layer_names(model: keras.Model) -> list[str]:
@@ -175,12 +157,6 @@ def _check_supported(layer: keras.layers.Layer) -> None:
         )
 
 
-def _is_relu_layer(layer: keras.layers.Layer) -> bool:
-    if type(layer) is keras.layers.ReLU:
-        return True
-    return type(layer) is keras.layers.Activation and layer.get_config()["activation"] in RELU_NAMES
-
-
 def _own_copy(quantizer: Quantizer) -> Quantizer:
     """A quantizer object of its own for each layer.
 
@@ -197,13 +173,14 @@ class OperatorMethod(Method):
 
     Subclasses implement :meth:`input_quantizer` and :meth:`kernel_quantizer`. Options: ``backbone`` is a
     method reference (``resnet-cifar:depth=8``) of an architecture to binarize instead of the task's
-    default backbone. Subclasses with options of their own extend ``default_options``
-    (``{**OperatorMethod.default_options, "beta": 1.0}``), and list in ``protocol_options`` any option that
-    changes the backbone or the recipe: the closed division refuses those.
+    default backbone; the closed division fixes it (:mod:`suites.binarization.protocol`), and the FP32
+    twin is that backbone (the protocol's default ``fp32_twin``). Subclasses with options of their own
+    extend ``default_options`` (``{**OperatorMethod.default_options, "beta": 1.0}``).
     """
 
     default_options: ClassVar[dict[str, Any]] = {"backbone": None}
-    protocol_options: ClassVar[tuple[str, ...]] = ("backbone",)
+    # Operators are judged by the binarization protocol in whatever suite they register (a submission's).
+    protocol: ClassVar[str] = "binarization"
 
     @abc.abstractmethod
     def input_quantizer(self) -> Quantizer:
@@ -248,6 +225,3 @@ class OperatorMethod(Method):
         callbacks = [EpochSchedule(context.recipe.epochs), *self.callbacks(model, context)]
         history, seconds = fit(model, context, callbacks=callbacks)
         return Artifact(model=model, history=history, train_seconds=seconds)
-
-    def fp32_twin(self, task_default_backbone: str) -> str:
-        return self.backbone(task_default_backbone)
