@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effbench import index
+from effbench.console import VERBOSE_ENV
 from effbench.modifiers import ModifierSpec
 from effbench.registry import TASKS, TRACKS, MethodSpec, RegistryError, TaskSpec, TrackSpec
 from effbench.track import Metric
@@ -25,16 +27,30 @@ if TYPE_CHECKING:
 COMMAND_MODULES: tuple[str, ...] = (
     "effbench.submission", "effbench.reproduce", "leaderboard.command", "effbench.merge", "effbench.paper_results",
 )
+# Lets TensorFlow and the converters log (effbench.console); accepted anywhere on the command line.
+VERBOSE_FLAG = "--verbose"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = verbosity(list(sys.argv[1:] if argv is None else argv))
     args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         return args.handler(args)
-    except (RegistryError, ValueError, FileNotFoundError) as error:
+    except (RegistryError, ValueError, OSError) as error:
+        # OSError's message names the path (a folder given where a file is expected, a missing file, ...).
         print(f"effbench {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def verbosity(argv: list[str]) -> list[str]:
+    """``argv`` without ``--verbose``, which may stand anywhere on the line; given, it lets TensorFlow log.
+
+    Read before any parser is built: building a command's arguments may already import TensorFlow, which
+    is quiet unless told otherwise first (:mod:`effbench.console`).
+    """
+    if VERBOSE_FLAG in argv:
+        os.environ[VERBOSE_ENV] = "1"
+    return [word for word in argv if word != VERBOSE_FLAG]
 
 
 def _command_in(argv: Sequence[str]) -> str:
@@ -50,6 +66,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     (``run`` the recipes, so TensorFlow), so ``effbench --help`` and ``effbench list`` import none of it.
     """
     parser = argparse.ArgumentParser(prog="effbench", description=__doc__)
+    # Documents the flag only: main() takes it out of the line before parsing (see verbosity()).
+    parser.add_argument(VERBOSE_FLAG, action="store_true",
+                        help="show TensorFlow's, LiteRT's and the converters' own log lines (anywhere on the line)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (summary, add_arguments) in LOCAL_COMMANDS.items():
         full = only in (None, name)
@@ -127,12 +146,12 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--suite", nargs="+", default=[], metavar="S", help="every method of these suites")
     run.add_argument("--task", nargs="+", required=True, metavar="T")
     run.add_argument("--track", nargs="+", required=True, metavar="K")
-    run.add_argument("--seed", nargs="+", type=int, default=[0], metavar="N")
+    run.add_argument("--seed", nargs="+", type=seed_argument, default=[0], metavar="N")
     run.add_argument("--budget", choices=BUDGETS, default="quick")
     run.add_argument("--division", choices=["closed", "open"],
                      help="default: each method's own (closed where its suite protocol's closed division takes it); "
                      "closed: refuse methods it does not take; open: every run open")
-    run.add_argument("--out", type=Path, default=Path("results"))
+    run.add_argument("--out", type=result_folder, default=Path("results"))
     run.add_argument("--force", action="store_true", help="re-run runs that already have records")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="compute jobs in this process, or as Ray tasks (on a local Ray instance without --address)")
@@ -195,15 +214,52 @@ def _executor(args: argparse.Namespace):
     return RayExecutor(args.address, args.gpus_per_run)
 
 
+# ------------------------------------------------------------------------------------- argument types
+
+
+def seed_argument(text: str) -> int:
+    """A seed: an integer in [0, 2**32), what NumPy and TensorFlow take; refused before anything is planned."""
+    from effbench.records import SEED_LIMIT
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed '{text}': expected an integer >= 0") from None
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"invalid seed {seed}: expected an integer in [0, 2**32)")
+    return seed
+
+
+def result_folder(text: str) -> Path:
+    """A result folder: new, or a folder already; never a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a result folder: give a folder (new or existing)")
+    return path
+
+
+def input_shape_argument(text: str) -> tuple[int, ...]:
+    """``224,224,3``: positive integers separated by commas."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"invalid input shape '{text}': expected positive integers separated by commas, e.g. 224,224,3"
+        )
+    return tuple(int(part) for part in parts)
+
+
 # --------------------------------------------------------------------------------------------- measure
 
 
 def add_measure_arguments(measure: argparse.ArgumentParser) -> None:
     measure.add_argument("--track", required=True)
     measure.add_argument("--model", type=Path, required=True, help="a .keras, .h5 or SavedModel path")
-    measure.add_argument("--input-shape", help="input shape without the batch, e.g. 224,224,3")
+    measure.add_argument("--input-shape", type=input_shape_argument,
+                         help="input shape without the batch, e.g. 224,224,3")
     measure.add_argument("--task", help="task whose test split the track needs (accuracy)")
     measure.add_argument("--format", choices=["table", "json"], default="table")
+    measure.add_argument("--full", action="store_true",
+                         help="the table with every per-layer value too (json always has them)")  # fmt: skip
     measure.set_defaults(handler=command_measure)
 
 
@@ -212,8 +268,7 @@ def command_measure(args: argparse.Namespace) -> int:
     from effbench.track import MeasureContext
 
     track = TRACKS.get(args.track)
-    shape = tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else None
-    model = load_model_file(args.model, shape)
+    model = load_model_file(args.model, args.input_shape)
     context = MeasureContext(model=model)
     if args.task:
         task = TASKS.get(args.task).factory()
@@ -223,10 +278,21 @@ def command_measure(args: argparse.Namespace) -> int:
     metrics = track.factory().measure(context)
     if args.format == "json":
         print(json.dumps({_json_key(m): m.value for m in metrics}, indent=1))
-    else:
-        for m in metrics:
+        return 0
+    layers = [] if args.full else [m for m in metrics if _per_layer(args.track, m)]
+    for m in metrics:
+        if m not in layers:
             print(f"{_json_key(m):<48} {m.value!s:>16} {m.unit}")
+    if layers:
+        count = len({m.scope for m in layers})
+        print(f"(+{len(layers)} per-layer values of {count} layers: --full lists them, --format json gives them all)")
     return 0
+
+
+def _per_layer(track: str, metric: Metric) -> bool:
+    """A metric of one layer (the complexity track's per-layer breakdown), as the track's metadata declares it."""
+    spec = index.metric_spec(metric.name, scoped=True, track=track) if metric.scope else None
+    return spec is not None and "layer" in spec.scopes
 
 
 def _json_key(metric: Metric) -> str:
@@ -241,14 +307,14 @@ def add_device_result_arguments(device: argparse.ArgumentParser) -> None:
 
     device.add_argument("--method", required=True, metavar="M")
     device.add_argument("--task", required=True, metavar="T")
-    device.add_argument("--seed", type=int, default=0)
+    device.add_argument("--seed", type=seed_argument, default=0)
     device.add_argument("--budget", choices=BUDGETS, default="quick")
     device.add_argument("--division", choices=["closed", "open"], help="the edge run's, if not the method's own")
     device.add_argument("--variant", required=True, help="variant measured: float32, float16, dynamic, int8 or lce")
     device.add_argument("--device", required=True, help="hardware label, e.g. 'Pixel 7 (Tensor G2)'")
     device.add_argument("--threads", type=int, required=True, help="--num_threads given to benchmark_model")
     device.add_argument("--log", type=Path, required=True, help="benchmark_model's output, saved to a file")
-    device.add_argument("--out", type=Path, default=Path("results"))
+    device.add_argument("--out", type=result_folder, default=Path("results"))
     device.set_defaults(handler=command_device_result)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import larq  # noqa: F401  (registers larq's layers and quantizers so their models load)
-
 from effbench.tf import keras
+
+# isort: split
+# larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
+import larq  # noqa: F401  (registers larq's layers and quantizers so their models load)
 
 
 class ModelFileError(ValueError):

@@ -18,12 +18,13 @@ human-edited file, one entry per reported value (``suites/binarization/paper_res
 Each entry becomes one ``accuracy`` record (metric ``top1``, unit ``ratio``, seed 0, budget ``paper``) whose
 config mirrors the run of that method that ``effbench run`` would make: an operator's ``backbone`` option is
 set where the backbone is not the task's default (``bnn:backbone=vgg-small``), and the division is the one
-``effbench run`` would give it (:func:`effbench.protocol.division_of`: ``open`` there, as the closed division
-fixes the backbone); a method with no ``backbone`` option (an architecture,
-for a float reference) must be the backbone itself. The config also holds the ``source`` and a ``paper``
-block (citation, setting, backbone, note), so its hash never equals a measured run's: a paper record never
-makes ``effbench run`` skip the run it stands beside. Records are deterministic (run id, timestamp and
-provenance follow from the entry), so generating them again rewrites identical files.
+``effbench run`` would give it (:func:`effbench.protocol.division_of`: ``closed`` for the protocol's
+backbones, ``vgg-small`` included, ``open`` for others such as ``resnet-cifar:depth=32``); a method with no
+``backbone`` option (an architecture, for a float reference) must be the backbone itself. The config also
+holds the ``source`` and a ``paper`` block (citation, setting, backbone, note), so its hash never equals a
+measured run's: a paper record never makes ``effbench run`` skip the run it stands beside. Records are
+deterministic (run id, timestamp and provenance follow from the entry), so generating them again rewrites
+identical files.
 
 Every entry is checked before anything is written; an error names the file, the entry and the field.
 """

@@ -19,15 +19,17 @@ by the binarization protocol, as a binarization-suite operator is.
   (``closed_base``), its class subclasses it: the base is the code that applies the protocol;
 - its reference sets none of the options the closed division fixes (``fixed_options``) to a value other
   than the method's default (the default is the protocol's choice: ``bivit``'s tiny transformer; a run's
-  config holds every option, so ``bivit:backbone=tiny-transformer`` is the same run as ``bivit``);
+  config holds every option, so ``bivit:backbone=tiny-transformer`` is the same run as ``bivit``) or one of
+  the other values the protocol takes for it (``closed_values``: the binarization protocol's second
+  backbone, ``bnn:backbone=vgg-small``);
 - it has no training modifier (``+kd:...``) but those the closed division takes (``closed_modifiers``, none
   by default): a modifier changes how the method trains, which a closed division fixes.
 
 Everything else is ``open``. So in the binarization suite, whose closed division is BiBench's operator
-comparison (one training of the binarized backbone with the task's recipe), the compression methods
-``mst`` and ``pb-partial`` are open: each is defined by what it does beyond that training (``pb-partial``
-fine-tunes a trained float backbone, with float activations; ``mst`` takes a trained BNN and changes how
-its cost is counted), so their numbers are not operator-for-operator comparisons. A run may always be
+comparison (the trained backbone, binarized, fine-tuned once with the task's fine-tune recipe), the
+compression methods ``mst`` and ``pb-partial`` are open: each is defined by what it does beside that
+training (``pb-partial`` binarizes weights only and keeps float activations; ``mst`` takes a trained BNN
+and changes how its cost is counted), so their numbers are not operator-for-operator comparisons. A run may always be
 asked to be open; asking for closed where the method may not enter is an error (:class:`DivisionError`).
 
 **Twins.** ``twin`` says how a method's FP32 reference is chosen: ``"backbone"``, the method's ``backbone``
@@ -74,12 +76,14 @@ class SuiteProtocol:
 
     ``closed_kinds``: method kinds the closed division takes. ``closed_base``: ``"module:Class"`` that a
     closed method's class must subclass, or None; imported only when a method is judged. ``options``:
-    the options every method of the protocol takes, name -> what it does. ``fixed_options``: those the
-    closed division fixes. ``closed_modifiers``: training modifiers (slugs) the closed division takes.
-    ``twin``: one of :data:`TWIN_RULES`. ``summary_columns``: column -> (scope, metric) of ``effbench table
-    --suite S`` and the leaderboard's suite summary, ``""`` the whole-model scope. ``summary_outcomes``:
-    scopes of converted variants (``lce``) whose outcome (``converted``, or the error) gets a column of that
-    name. ``summary_sort``: the column sorting each task's rows, best first.
+    the protocol's options, name -> what it does (a method takes those of them its class declares).
+    ``fixed_options``: those the closed division fixes. ``closed_values``: fixed option -> the values
+    besides each method's default that the closed division takes. ``closed_modifiers``: training
+    modifiers (slugs) the closed division takes. ``twin``: one of :data:`TWIN_RULES`. ``summary_columns``:
+    column -> (scope, metric) of ``effbench table --suite S`` and the leaderboard's suite summary, ``""``
+    the whole-model scope. ``summary_outcomes``: scopes of converted variants (``lce``) whose outcome
+    (``converted``, or the error) gets a column of that name. ``summary_sort``: the column sorting each
+    task's rows, best first.
     """
 
     suite: str
@@ -88,6 +92,7 @@ class SuiteProtocol:
     closed_base: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     fixed_options: tuple[str, ...] = ()
+    closed_values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     closed_modifiers: tuple[str, ...] = ()
     twin: str = "none"
     summary_columns: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_SUMMARY))
@@ -98,6 +103,8 @@ class SuiteProtocol:
         kinds, options = set(self.closed_kinds) - set(KINDS), set(self.fixed_options) - set(self.options)
         problems = [f"kind '{kind}' is not one of {', '.join(KINDS)}" for kind in sorted(kinds)]
         problems += [f"fixed option '{name}' is not one of its options" for name in sorted(options)]
+        unfixed = set(self.closed_values) - set(self.fixed_options)
+        problems += [f"closed values of '{name}', which is not a fixed option" for name in sorted(unfixed)]
         if self.twin not in TWIN_RULES:
             problems.append(f"twin '{self.twin}' is not one of {', '.join(TWIN_RULES)}")
         if self.twin == "backbone" and "backbone" not in self.options:
@@ -117,6 +124,7 @@ class SuiteProtocol:
         """The declaration as plain JSON values (the generated index's ``protocols`` section)."""
         fields = dataclasses.asdict(self)
         fields["summary_columns"] = {name: list(key) for name, key in self.summary_columns.items()}
+        fields["closed_values"] = {name: list(values) for name, values in self.closed_values.items()}
         return {name: list(value) if isinstance(value, tuple) else value for name, value in fields.items()}
 
     @classmethod
@@ -124,6 +132,7 @@ class SuiteProtocol:
         """The declaration :meth:`as_dict` wrote."""
         fields = {name: tuple(value) if isinstance(value, list) else value for name, value in row.items()}
         fields["summary_columns"] = {name: tuple(key) for name, key in row["summary_columns"].items()}
+        fields["closed_values"] = {name: tuple(values) for name, values in row.get("closed_values", {}).items()}
         return cls(**fields)
 
 
@@ -192,7 +201,8 @@ def closed_division_error(ref: MethodRef) -> str | None:
             f"only{subclass} ({protocol.description})"
         )
     given, defaults = dict(ref.options), entry.factory.default_options
-    fixed = [name for name in protocol.fixed_options if name in given and given[name] != defaults.get(name)]
+    taken = {name: (defaults.get(name), *protocol.closed_values.get(name, ())) for name in protocol.fixed_options}
+    fixed = [name for name in protocol.fixed_options if name in given and given[name] not in taken[name]]
     if fixed:
         meaning = "; ".join(f"{name}: {protocol.options[name]}" for name in fixed)
         return f"option {', '.join(fixed)} of '{ref}' is fixed by {where} ({meaning})"

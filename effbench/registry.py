@@ -63,20 +63,116 @@ class MethodSpec:
     scale: Scale = "full"
 
 
+def method_about(spec: MethodSpec) -> dict:
+    """What a record says its method is (``Record.about``): the spec's declarations as plain JSON."""
+    paper = {"title": spec.paper.title, "year": spec.paper.year, "url": spec.paper.url}
+    return {"suite": spec.suite, "kind": spec.kind, "scale": spec.scale, "summary": spec.summary, "paper": paper,
+            "taxonomy": dict(vars(spec.taxonomy))}  # fmt: skip
+
+
+Direction = Literal["higher", "lower", "none"]
+TaskKind = Literal["classification", "segmentation", "super-resolution", "regression", "ctr"]
+# What one input is: an (H, W, C) image in [0, 1]; a real-valued vector (L,); a real-valued sequence (T, F);
+# frames, a sequence of images (T, H, W, C); a set, (N, F) elements in no order; tokens, (L,) integer ids
+# (0 = padding); categorical, (F,) integer ids of F fields. Ids are stored as float32 in [0, vocabulary).
+Modality = Literal["image", "vector", "sequence", "frames", "set", "tokens", "categorical"]
+MODALITIES: tuple[str, ...] = ("image", "vector", "sequence", "frames", "set", "tokens", "categorical")
+ID_MODALITIES: tuple[str, ...] = ("tokens", "categorical")
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What a task kind is trained with and scored by; the accuracy track computes ``quality``.
+
+    ``primary`` is the metric the FP32 twin's ratio uses (``fp32_<primary>``, ``<primary>_relative``), better
+    in ``direction``. ``loss`` is the training loss; ``label`` what one example's label holds, of dtype
+    ``label_dtype``; ``training_metric`` the Keras metric ``fit`` logs (``val_<name>`` is what the
+    training_cost track's target is compared with), or "" for none.
+    """
+
+    kind: str
+    primary: str
+    direction: Direction
+    quality: tuple[str, ...]
+    loss: str
+    label: str
+    label_dtype: Literal["int32", "float32"]
+    training_metric: str
+
+
+TASK_KINDS: dict[str, KindSpec] = {
+    spec.kind: spec
+    for spec in (
+        KindSpec("classification", "top1", "higher", ("top1", "top5", "loss", "ece"),
+                 "cross-entropy of the class", "class index", "int32", "accuracy"),
+        KindSpec("segmentation", "miou", "higher", ("miou", "pixel_accuracy", "loss"),
+                 "cross-entropy of each pixel's class", "class index per pixel (H, W)", "int32", "accuracy"),
+        KindSpec("super-resolution", "psnr_y", "higher", ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"),
+                 "mean squared error of the pixels", "the high-resolution image (sH, sW, C) in [0, 1]", "float32", ""),
+        KindSpec("regression", "rmse", "lower", ("rmse", "mae", "r2"),
+                 "mean squared error", "target values", "float32", ""),
+        KindSpec("ctr", "auc", "higher", ("auc", "logloss"),
+                 "binary cross-entropy of the click", "click: 1, or 0", "int32", "accuracy"),
+    )
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TaskSpec:
+    """A task's declaration: what its inputs and labels are, how it is scored, and its default backbone.
+
+    ``kind`` says how it is trained and scored (:data:`TASK_KINDS`). ``num_classes``: classes of a
+    classification, segmentation or CTR task (2: no click, click), 0 where labels are not classes.
+    ``output_shape``: one example's label, ``()`` for a class index, ``(H, W)`` for per-pixel classes, the
+    image's shape for super-resolution. ``vocabulary``: for id inputs (``tokens``, ``categorical``), the size
+    of the id space; 0 for real-valued inputs.
+    """
+
     slug: str
     summary: str
     input_shape: tuple[int, ...]
     num_classes: int
     default_backbone: str
-    modality: Literal["image", "vector"]
+    modality: Modality
     embedded: bool
-    # Validation top-1 that counts as "trained" for time-to-target in the training_cost track.
+    # Validation value of the kind's training metric (top-1; pixel accuracy for segmentation) that counts as
+    # "trained" for time-to-target in the training_cost track; 0 where the kind logs none.
     target_accuracy: float
+    kind: TaskKind = "classification"
+    output_shape: tuple[int, ...] = ()
+    vocabulary: int = 0
+
+    def __post_init__(self) -> None:
+        # Specs read back from the index carry lists; a spec always holds tuples.
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "output_shape", tuple(self.output_shape))
+
+    @property
+    def quality(self) -> KindSpec:
+        """How this task's kind is trained and scored."""
+        return TASK_KINDS[self.kind]
 
 
-Direction = Literal["higher", "lower", "none"]
+def check_task_spec(spec: TaskSpec) -> None:
+    """A task's kind, modality, labels and vocabulary must fit together; raises RegistryError naming what does not."""
+    problems = []
+    if spec.kind not in TASK_KINDS:
+        problems.append(f"kind '{spec.kind}' is not one of {', '.join(TASK_KINDS)}")
+    if spec.modality not in MODALITIES:
+        problems.append(f"modality '{spec.modality}' is not one of {', '.join(MODALITIES)}")
+    if (spec.vocabulary > 0) != (spec.modality in ID_MODALITIES):
+        problems.append(f"a vocabulary ({spec.vocabulary}) goes with id inputs ({', '.join(ID_MODALITIES)}) only")
+    classes = spec.kind in ("classification", "segmentation", "ctr")
+    if classes != (spec.num_classes > 0) or (spec.kind == "ctr" and spec.num_classes != 2):
+        problems.append(f"num_classes {spec.num_classes} does not fit kind '{spec.kind}'")
+    if spec.kind in ("classification", "ctr") and spec.output_shape != ():
+        problems.append(f"a '{spec.kind}' label is one class index: output_shape must be (), not {spec.output_shape}")
+    if spec.kind in ("segmentation", "super-resolution") and len(spec.output_shape) != (2 if classes else 3):
+        problems.append(f"output_shape {spec.output_shape} is not a {spec.kind} label's (see TaskSpec)")
+    if problems:
+        raise RegistryError(f"task '{spec.slug}': " + "; ".join(problems))
+
+
 Role = Literal["quality", "cost", "info"]
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "none")
 ROLES: tuple[str, ...] = ("quality", "cost", "info")
@@ -247,6 +343,7 @@ def register_method(
 def register_task(spec: TaskSpec) -> Callable[[type], type]:
     """Class decorator: register a :class:`effbench.tasks.base.Task` subclass."""
     check_slug(spec.slug)
+    check_task_spec(spec)
 
     def decorate(cls: type) -> type:
         cls.spec = spec

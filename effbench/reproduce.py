@@ -57,7 +57,9 @@ Exit status: 0 when every selected run reproduced, 1 on any MISMATCH, config cha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
+import shutil
 import statistics
 import sys
 import tempfile
@@ -68,6 +70,7 @@ from typing import Any
 
 import pandas as pd
 
+from effbench.cli import result_folder
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import MAIN, MethodRef, ModifierRef
 from effbench.recipe import BUDGETS
@@ -471,9 +474,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def print_report(outcomes: Sequence[Outcome]) -> None:
-    """The metric table, then one row per run, then the count of each status."""
+def print_report(outcomes: Sequence[Outcome], full: bool = False) -> None:
+    """The metric table (``full``: every compared metric; else the ones that did not reproduce, and a count of
+    those that did), then one row per run, then the count of each status."""
     checks = checks_frame(outcomes, readable=True)
+    # Timings on other hardware are not judged: like matches and uncompared metrics, a count says enough.
+    quiet = checks["result"].isin([OK, NOT_COMPARED, HARDWARE_DIFFERS])
+    if not full and quiet.any():
+        counts = checks.loc[quiet, "result"].value_counts()
+        print("\n" + ", ".join(f"{count} metric(s) {result}" for result, count in counts.items())
+              + " (--full lists every compared metric)")  # fmt: skip
+        checks = checks[~quiet]
     if not checks.empty:
         print("\n" + checks.to_string(index=False))
     print("\n" + runs_frame(outcomes).to_string(index=False))
@@ -493,7 +504,11 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", choices=BUDGETS)
     parser.add_argument("--track", nargs="+", default=[], metavar="K")
     parser.add_argument("--results", type=Path, default=Path("results/baselines"), help="the records to reproduce")
-    parser.add_argument("--out", type=Path, help="where the re-runs are written (default: a temporary folder)")
+    parser.add_argument("--full", action="store_true",
+                        help="list every compared metric, not only those that did not reproduce")
+    parser.add_argument("--out", type=result_folder,
+                        help="where the re-runs are written (default: a temporary folder); for a submission's "
+                        "results, the folder of the copy of the submission that is run again")
     parser.set_defaults(handler=command_reproduce)  # fmt: skip
 
 
@@ -515,10 +530,78 @@ def command_reproduce(args: argparse.Namespace) -> int:
     paper = f" ({left_out} paper-reported record(s) left out)" if left_out else ""
     print(f"reproducing {len(selected)} recorded run(s) from {args.results}{paper}")
     spreads = seed_spreads(measured)
-    if args.out is not None:
+    folder = submission_folder(args.results)
+    if folder is not None:
+        outcomes = reproduce_submission(selected, spreads, folder, args.out)
+    elif args.out is not None:
         outcomes = reproduce(selected, spreads, ResultStore(args.out))
     else:
         with tempfile.TemporaryDirectory(prefix="effbench-reproduce-") as temporary:
             outcomes = reproduce(selected, spreads, ResultStore(temporary))
-    print_report(outcomes)
+    print_report(outcomes, args.full)
     return 1 if any(outcome.status in BAD_STATUSES for outcome in outcomes) else 0
+
+
+# --- a submission's results ----------------------------------------------------------------------
+
+
+def submission_folder(results: Path) -> Path | None:
+    """The submission folder whose ``results`` these are (it holds submission.yaml and a method.py), or None.
+
+    Its methods are registered only by its method.py, which runs in the sandbox alone: its records are
+    reproduced by running the submission again there (:func:`reproduce_submission`).
+    """
+    from effbench.submission import METHOD_FILE, RESULTS_DIR, YAML_NAME
+
+    folder = results.resolve().parent
+    if results.resolve().name == RESULTS_DIR and (folder / YAML_NAME).is_file() and (folder / METHOD_FILE).exists():
+        return folder
+    return None
+
+
+def reproduce_submission(
+    selected: Sequence[Record], spreads: dict[SpreadKey, float], folder: Path, out: Path | None
+) -> list[Outcome]:
+    """Run a copy of the submission (its YAML and method.py, no results) in the sandbox, once per recorded
+    budget, into ``out`` (or a temporary folder), and judge each selected record against the re-run's record
+    of the same config hash: ``sandbox`` numbers against ``sandbox`` ones, ``verified`` against ``verified``."""
+    with contextlib.ExitStack() as stack:
+        base = out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="effbench-reproduce-")))
+        again: dict[str, Record] = {}
+        for budget in sorted({record.budget for record in selected}):
+            copy = copy_submission(folder, base / f"{folder.name}-{budget}")
+            again.update(rerun_submission(copy, budget))
+    return [judge_again(record, again.get(record.config_hash), spreads) for record in selected]
+
+
+def copy_submission(folder: Path, copy: Path) -> Path:
+    """A fresh folder with the submission's YAML and method.py (and nothing recorded)."""
+    from effbench.submission import METHOD_FILE, YAML_NAME
+
+    copy.mkdir(parents=True, exist_ok=True)
+    for name in (YAML_NAME, METHOD_FILE):
+        shutil.copyfile(folder / name, copy / name)
+    return copy
+
+
+def rerun_submission(copy: Path, budget: str) -> dict[str, Record]:
+    """Run the copy in the sandbox at ``budget``; its records by config hash."""
+    from effbench.submission import read_submission
+    from effbench.untrusted import check_in_sandbox, run_in_sandbox
+
+    run_in_sandbox(check_in_sandbox(read_submission(copy, budget)))
+    store = ResultStore(copy / "results")
+    return {record.config_hash: record for record in store.records()} if store.records_dir.is_dir() else {}
+
+
+def judge_again(record: Record, again: Record | None, spreads: dict[SpreadKey, float]) -> Outcome:
+    """A recorded run against its re-run (None: the re-run wrote no record of the same config)."""
+    if again is None:
+        return Outcome(record, FAILED, "the re-run wrote no record of this config: it failed, or its config changed")
+    renamed = paired_scopes(record.metrics, again.metrics)
+    checks = compare(record, again, spreads, renamed)
+    mismatches = sum(check.result == MISMATCH for check in checks)
+    notes = [f"{mismatches} metric(s) out of tolerance"] if mismatches else []
+    if not same_hardware(record.hardware, again.hardware):
+        notes.append(f"hardware differs: recorded on {_hardware_text(record.hardware)}")
+    return Outcome(record, MISMATCH if mismatches else OK, "; ".join(notes), checks)

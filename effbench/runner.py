@@ -40,8 +40,8 @@ from effbench.method import MAIN, TWIN, Artifact, Deployable, Method, MethodRef
 from effbench.progress import ProgressLine
 from effbench.protocol import division_of
 from effbench.recipe import Recipe, distribution_strategy
-from effbench.records import Record, ResultStore, describe_files, write_json_atomically
-from effbench.registry import METHODS, TASKS, TRACKS
+from effbench.records import TEMP_PREFIX, Record, ResultStore, describe_files, write_json_atomically
+from effbench.registry import METHODS, TASKS, TRACKS, method_about
 from effbench.tasks.base import Splits, Task, cache_dir, data_dir
 from effbench.tf import keras
 from effbench.track import MeasureContext
@@ -314,8 +314,14 @@ class JobRunner:
     def _artifact(self, method: Method, context: TrainContext, job: Job, computed: ComputedJob) -> Artifact:
         training = job.training
         cached = self.store.artifact_dir(training.hash)
-        if self.cache_models and self.reuse_models and artifact_complete(cached):
-            return load_artifact(cached)
+        # A worker that cannot write the cache (a sandbox, a Ray node) still reuses a model cached before.
+        if self.reuse_models and artifact_complete(cached):
+            try:
+                return load_artifact(cached)
+            except CorruptArtifact as error:
+                # Named and kept for a look, out of the cache's way: the job trains the model again.
+                aside = f"set aside as {set_aside(cached)}" if self.cache_models else "left in place (read-only here)"
+                self.log(f"{error}; {aside}, and trained again")
         self.log(f"training {training.method} on {training.task} (seed {training.seed}, {training.budget})")
         artifact = train(method, context)
         artifact.upstream_seconds = context.upstream.lineage()
@@ -395,7 +401,12 @@ class UpstreamArtifacts(Mapping):
         training = self._job.upstream[role]
         cached = self._store.artifact_dir(training.hash)
         if artifact_complete(cached):
-            return load_artifact(cached)
+            try:
+                return load_artifact(cached)
+            except CorruptArtifact as error:
+                raise RuntimeError(
+                    f"upstream '{role}': {error}; it was set aside as {set_aside(cached)}: run again to retrain it"
+                ) from None
         if training.hash in self._files:
             with tempfile.TemporaryDirectory(prefix="effbench-upstream-") as scratch:
                 write_files(Path(scratch), self._files[training.hash])
@@ -429,12 +440,19 @@ def artifact_complete(folder: Path) -> bool:
     return (folder / ARTIFACT_SUMMARY).is_file() and (folder / "model.keras").is_file()
 
 
+class CorruptArtifact(RuntimeError):
+    """A cached artifact folder that is complete but cannot be loaded; the message names the folder."""
+
+
 def save_artifact(artifact: Artifact, folder: Path) -> None:
     """Keep a trained artifact, every deployable with it; each file renamed into place, the summary last.
 
-    A reader never sees half a file, and a folder without its summary is incomplete (trained again).
+    A reader never sees half a file, and a folder without its summary is incomplete (trained again). An
+    older summary is removed first, so a retraining killed half-way never leaves new models under an old
+    summary that calls the folder complete.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / ARTIFACT_SUMMARY).unlink(missing_ok=True)
     deployables = {}
     for index, (name, deployable) in enumerate(artifact.all_deployables().items()):
         stem = "model" if name == MAIN else f"deployable-{index}"
@@ -451,13 +469,39 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
 
 
 def _rename_into_place(path: Path, write: Callable[[Path], object]) -> None:
-    temp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    write(temp)
-    temp.replace(path)
+    temp = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        write(temp)
+        temp.replace(path)
+    except BaseException:
+        # A failed save removes its temporary at once; ResultStore.clean removes those of killed processes.
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def load_artifact(folder: Path) -> Artifact:
-    """The artifact :func:`save_artifact` kept in ``folder``, every deployable included."""
+    """The artifact :func:`save_artifact` kept in ``folder``, every deployable included.
+
+    Raises :class:`CorruptArtifact`, naming the folder, when a file of it cannot be read or loaded.
+    """
+    try:
+        return _load_artifact(folder)
+    except Exception as error:  # noqa: BLE001 - h5py's OSError, Keras's ValueError, JSON, a missing key: all corrupt
+        raise CorruptArtifact(
+            f"the cached model in {folder} cannot be loaded ({type(error).__name__}: {error})"
+        ) from error
+
+
+def set_aside(folder: Path) -> Path:
+    """Move a corrupt artifact folder out of the cache, beside it as ``.corrupt-<training hash>-<n>``."""
+    aside = folder.with_name(f".corrupt-{folder.name}-{uuid.uuid4().hex[:8]}")
+    folder.rename(aside)
+    return aside
+
+
+def _load_artifact(folder: Path) -> Artifact:
     saved = json.loads((folder / ARTIFACT_SUMMARY).read_text())
     # Folders written before deployables existed hold the main model only.
     entries = saved.get("deployables", {MAIN: {"keras": "model.keras", "tflite": None}})
@@ -488,13 +532,8 @@ def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:
 def save_job(store: ResultStore, computed: ComputedJob, log: Log) -> JobResult:
     """Write each run's files and then its record (in the driver); a run that cannot be written failed."""
     result = JobResult(computed.job, failures=list(computed.failures))
-    cached = store.artifact_dir(computed.job.training.hash)
-    if computed.artifact_files and not artifact_complete(cached):
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=store.root) as scratch:
-            write_files(Path(scratch), computed.artifact_files)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(cached, ignore_errors=True)
-            Path(scratch).rename(cached)
+    if computed.artifact_files:
+        cache_artifact_files(store, computed.job.training.hash, computed.artifact_files)
     for output in computed.outputs:
         try:
             store.save_with_files(output.record, output.files)
@@ -504,6 +543,25 @@ def save_job(store: ResultStore, computed: ComputedJob, log: Log) -> JobResult:
             log(f"FAILED {message}")
             result.failures.append(message)
     return result
+
+
+def cache_artifact_files(store: ResultStore, training_hash: str, files: Mapping[str, bytes]) -> None:
+    """Cache an artifact's files (from a worker that could not) unless a complete copy is cached already.
+
+    Under the store's lock on the training, into a staging folder of a unique name, renamed into place
+    after any incomplete folder is moved aside: a reader sees no folder or a whole one.
+    """
+    cached = store.artifact_dir(training_hash)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with store.lock(training_hash):
+        if artifact_complete(cached):
+            return
+        with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{training_hash}-", dir=cached.parent) as scratch:
+            staging = Path(scratch) / "artifact"
+            write_files(staging, files)
+            if cached.exists():
+                cached.rename(Path(scratch) / "incomplete")
+            staging.rename(cached)
 
 
 def loaded_splits(task: Task) -> Splits:
@@ -571,6 +629,7 @@ def build_record(run: RunConfig, method: Method, metrics: list, curves: dict[str
         timestamp=now.isoformat(timespec="seconds"),
         metrics=list(metrics),
         curves=curves,
+        about=method_about(method.spec),
     )
 
 
@@ -608,6 +667,7 @@ def execute_plan(
     # Workers on this machine find the model cache only if the folder exists before they look, and by
     # its absolute path, since their working folder may differ from the driver's.
     store.root.mkdir(parents=True, exist_ok=True)
+    store.clean()  # temporaries that killed runs left behind
     root = store.root.resolve()
     pending, unsaved = list(jobs), {job.training.hash for job in jobs}
     results: dict[str, JobResult] = {}

@@ -64,7 +64,11 @@ def check_duplicate_keys(path: Path, node: yaml.Node | None) -> None:
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key, value in node.value:
-            name = getattr(key, "value", None)
+            if not isinstance(key, yaml.ScalarNode):
+                # A complex key (`? [a, b]`) is a list or mapping: no field is named by one.
+                raise StrictYamlError(f"{path}: line {key.start_mark.line + 1}: a key must be a plain value such as "
+                                      "a field name, not a list or mapping")  # fmt: skip
+            name = key.value
             if name in seen:
                 raise StrictYamlError(f"{path}: line {key.start_mark.line + 1}: key '{name}' is given twice")
             seen.add(name)

@@ -16,12 +16,13 @@ A submission is a folder (``submissions/<slug>/`` in this repository)::
     licence: MIT                             # an SPDX identifier or expression (Apache-2.0, MIT OR BSD-3-Clause)
     division: closed                         # closed | open
     tasks: [digits, mnist1d]                 # task slugs
-    seeds: [0]                               # integers >= 0
-    tracks: [accuracy, complexity]           # optional; default: every track but sensitivity
+    seeds: [0]                               # integers in [0, 2**32)
+    tracks: [accuracy, complexity]           # optional; default: every track but sensitivity and edge-lce
     budget: quick                            # optional; smoke | quick | paper (default quick)
     open_tags: [custom-backbone]             # open division only, and required there: what differs
 
-The default tracks leave out ``sensitivity``, which retrains every run eight times; name it to run it.
+The default tracks leave out ``sensitivity``, which retrains every run eight times, and ``edge-lce``, a subset
+of ``edge`` (its float32 and lce variants); name them to run them.
 The **closed** division compares methods under their suite's protocol (:mod:`effbench.protocol`): a
 method the protocol's closed division does not take (a binarization method that is not an operator, a
 subclass of ``suites.binarization.operators.OperatorMethod``), or options it fixes (an operator's
@@ -38,10 +39,11 @@ error names the file, the field and what was expected:
 - ``submission.yaml``: valid YAML, no anchors or aliases (a few lines of aliases can expand to gigabytes:
   the "billion laughs" bomb), nesting at most 16 deep, no duplicate keys, no unknown fields, every field of
   the right type; slugs must be slugs (so no field can hold a path); tasks, tracks and methods must exist.
-- ``method.py``: imported (under a unique module name, writing no bytecode into the folder) before the
-  methods are looked up; an import error is shown with its traceback; a slug that is already registered (a
-  built-in method's, say) is the registry's duplicate error. Methods it registered are removed again when
-  validation fails, and when the command ends.
+- ``method.py``: **never imported by this process**: the check and the run import it in a sandboxed child
+  (:mod:`effbench.untrusted`, :mod:`effbench.sandbox`), under a unique module name and writing no bytecode;
+  an import error (``KeyboardInterrupt`` and ``SystemExit`` too) is shown with its traceback; a slug that is
+  already registered (a built-in method's, say) is the registry's duplicate error. A folder without a
+  method.py names built-in methods only, and runs in this process as ``effbench run`` would.
 - ``results/records``: records the runner wrote earlier (re-running resumes from them). A record whose
   content no longer matches its ``content_hash``, whose ``config_hash`` is not the hash of its config, that
   holds a NaN or infinite value, or whose method, task or division the YAML does not declare is an error.
@@ -71,7 +73,15 @@ from effbench.hashing import stable_hash
 from effbench.method import MethodRef
 from effbench.protocol import DivisionError, division_of
 from effbench.recipe import BUDGETS
-from effbench.records import TEMP_PREFIX, RecordError, ResultStore, read_record
+from effbench.records import (
+    MAX_RECORD_BYTES,
+    SEED_LIMIT,
+    TEMP_PREFIX,
+    Record,
+    RecordError,
+    ResultStore,
+    read_regular_file,
+)
 from effbench.registry import METHODS, SLUG_PATTERN, TASKS, TRACKS, Paper, RegistryError, load_builtin_entries
 from effbench.runner import Job, execute_plan, make_plan, report_failures
 from effbench.strict_yaml import found, load_mapping
@@ -81,8 +91,9 @@ METHOD_FILE = "method.py"
 RESULTS_DIR = "results"
 YAML_LIMIT = 64 * 1024
 METHOD_LIMIT = 1024 * 1024
-# Left out of the default tracks: sensitivity retrains each run under eight recipes.
-COSTLY_TRACKS = ("sensitivity",)
+# Left out of the default tracks: sensitivity retrains each run under eight recipes; edge-lce measures a
+# subset of what edge does.
+COSTLY_TRACKS = ("sensitivity", "edge-lce")
 DEFAULT_BUDGET = "quick"
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 SPDX_ID = r"[A-Za-z0-9][A-Za-z0-9.+-]*"
@@ -216,8 +227,8 @@ def method_ref(value: Any) -> MethodRef:
 
 
 def seed(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise FieldError(f"expected an integer seed >= 0, found {found(value)}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEED_LIMIT:
+        raise FieldError(f"expected an integer seed in [0, 2**32), found {found(value)}")
     return value
 
 
@@ -347,7 +358,7 @@ def import_file(module_name: str, path: Path) -> None:
     sys.dont_write_bytecode = True  # validation writes nothing, not even __pycache__, into the folder
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as error:
+    except BaseException as error:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too: all are import failures
         raise SubmissionError(import_failure(path, error)) from None
     finally:
         sys.dont_write_bytecode = writes_bytecode
@@ -412,17 +423,22 @@ def closed_division_error(ref: MethodRef) -> str | None:
 # ---------------------------------------------------------------- results already recorded
 
 
-def results_problems(submission: Submission) -> list[str]:
-    """Records in ``results/records`` that were edited, or that the YAML does not declare."""
+def results_problems(submission: Submission, upstream: set[str] | None = None) -> list[str]:
+    """Records in ``results/records`` that were edited, or that the YAML does not declare.
+
+    ``upstream``: the slugs of the methods the declared ones start from or compare with; by default they are
+    asked of the methods, which needs their code: a submission with a method.py gets them from the sandbox.
+    """
     records_dir = submission.results_dir / "records"
     if not records_dir.is_dir():
         return []
-    methods = {ref.slug for ref in submission.methods} | upstream_method_slugs(submission)
+    upstream = upstream_method_slugs(submission) if upstream is None else upstream
+    methods = {ref.slug for ref in submission.methods} | upstream
     declared = {"method": methods, "task": set(submission.tasks), "division": {submission.division}}
     problems = []
     for path in sorted(records_dir.rglob("*.json")):
         if not path.name.startswith(TEMP_PREFIX):
-            problems += record_problems(path, declared)
+            problems += record_problems(path, declared, submission.results_dir)
     return problems
 
 
@@ -432,15 +448,19 @@ def upstream_method_slugs(submission: Submission) -> set[str]:
     return {slug for training in trainings for slug in training.method_slugs()}
 
 
-def record_problems(path: Path, declared: dict[str, set[str]]) -> list[str]:
+def record_problems(path: Path, declared: dict[str, set[str]], root: Path) -> list[str]:
     try:
-        non_finite = list(non_finite_fields(json.loads(path.read_text(), parse_constant=float)))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return [f"{path}: cannot read the record: {error}"]
+        # Read as the store reads (a FIFO or a link out of the folder is refused, never waited on or followed).
+        content = read_regular_file(path, root, MAX_RECORD_BYTES, "record")
+        non_finite = list(non_finite_fields(json.loads(content, parse_constant=float)))
+    except RecordError as error:
+        return [str(error)]
+    except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return [f"{path}: cannot read the record: {type(error).__name__}: {error}"[:500]]
     if non_finite:
         return [problem(path, name, "is NaN or infinite; records hold finite numbers only") for name in non_finite]
     try:
-        record = read_record(path)
+        record = ResultStore(root).read(path)
     except RecordError as error:  # names the file, and the field: content_hash, metrics[i], ...
         return [str(error)]
     problems = []
@@ -469,20 +489,33 @@ def non_finite_fields(value: Any, name: str = "") -> Iterator[str]:
 # ---------------------------------------------------------------- the whole check
 
 
-@contextlib.contextmanager
-def open_submission(folder: Path, budget: str | None = None) -> Iterator[Submission]:
-    """Validate ``folder`` (see the module docstring) and yield it, with method.py's methods registered.
+def read_submission(folder: Path, budget: str | None = None) -> Submission:
+    """The folder and its YAML checked, without running any of its code; ``budget`` overrides the YAML's.
 
-    ``budget`` overrides the YAML's. Raises :class:`SubmissionError`; writes nothing.
+    Tracks and methods are not looked up yet (method.py may register methods, and only the sandbox runs it).
     """
     root = check_folder(folder)
     path = root / YAML_NAME
     declared = parse_fields(read_yaml(path), path, root)
-    with local_methods(root) as registered:
-        submission = replace(
-            declared, local_methods=registered, budget=budget or declared.budget,
-            tracks=declared.tracks or default_tracks(),
-        )  # fmt: skip
+    return replace(declared, budget=budget or declared.budget)
+
+
+def has_method_file(submission: Submission) -> bool:
+    return os.path.lexists(submission.folder / METHOD_FILE)
+
+
+@contextlib.contextmanager
+def open_submission(folder: Path, budget: str | None = None) -> Iterator[Submission]:
+    """Validate ``folder`` (see the module docstring) and yield it, with method.py's methods registered.
+
+    **This imports method.py into this process**: for EffBench's own example and its tests, and inside the
+    sandbox. ``effbench submit`` never calls it on a folder with a method.py (:mod:`effbench.untrusted`).
+    ``budget`` overrides the YAML's. Raises :class:`SubmissionError`; writes nothing.
+    """
+    declared = read_submission(folder, budget)
+    path = declared.folder / YAML_NAME
+    with local_methods(declared.folder) as registered:
+        submission = replace(declared, local_methods=registered, tracks=declared.tracks or default_tracks())
         raise_problems(registry_problems(submission, path))
         raise_problems(results_problems(submission))
         yield submission
@@ -496,25 +529,64 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("folder", type=Path, help="the submission folder, holding submission.yaml")
     parser.add_argument("--check", action="store_true", help="only validate: print OK and a summary, write nothing")
     parser.add_argument("--budget", choices=BUDGETS, help="run at this budget instead of the submission's")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     parser.set_defaults(handler=command_submit)
 
 
+class SubmissionStore(ResultStore):
+    """A submission's results folder: the records of the methods it declares say who submitted them.
+
+    Their ``about`` (what the method's registration declares) gains ``submission``: the team, licence,
+    paper, division and open tags of ``submission.yaml``, which the leaderboard shows with the method.
+    """
+
+    def __init__(self, submission: Submission):
+        super().__init__(submission.results_dir)
+        self.declared = {ref.slug for ref in submission.methods}
+        self.submission = submission_about(submission)
+
+    def save(self, record: Record) -> Path:
+        if record.method in self.declared:
+            record = replace(record, about={**record.about, "submission": self.submission})
+        return super().save(record)
+
+
+def submission_about(submission: Submission) -> dict[str, Any]:
+    paper = submission.paper
+    return {"folder": submission.folder.name, "team": submission.team, "licence": submission.licence,
+            "division": submission.division, "open_tags": list(submission.open_tags),
+            "paper": {"title": paper.title, "year": paper.year, "url": paper.url}}  # fmt: skip
+
+
 def command_submit(args: argparse.Namespace) -> int:
+    """A folder with a method.py is checked and run in the sandbox (:mod:`effbench.untrusted`); one that only
+    names built-in methods runs here, as ``effbench run`` would: no submitted code runs in either case here."""
+    submission = read_submission(args.folder, args.budget)
+    if has_method_file(submission):
+        from effbench.untrusted import check_in_sandbox, run_in_sandbox
+
+        checked = check_in_sandbox(submission)
+        if args.check:
+            print(summary(checked.submission, checked.kinds, checked.runs, checked.trainings))
+            return 0
+        return run_in_sandbox(checked)  # the sandbox's own log lines show its progress
     with open_submission(args.folder, args.budget) as submission:
-        store = ResultStore(submission.results_dir)
+        store = SubmissionStore(submission)
         jobs = make_plan(
             list(submission.methods), list(submission.tasks), list(submission.seeds), list(submission.tracks),
             submission.budget, store, submission.division,
         )  # fmt: skip
         if args.check:
-            print(summary(submission, jobs))
+            kinds = {ref.slug: METHODS.get(ref.slug).spec.kind for ref in submission.methods}
+            print(summary(submission, kinds, sum(len(job.runs()) for job in jobs), len(jobs)))
             return 0
-        return run_submission(store, jobs)
+        return run_submission(store, jobs, progress=not args.quiet)
 
 
-def summary(submission: Submission, jobs: list[Job]) -> str:
+def summary(submission: Submission, kinds: dict[str, str], runs: int, trainings: int) -> str:
+    """What ``submit --check`` prints; ``kinds``: slug -> kind of each declared method."""
     local = set(submission.local_methods)
-    methods = [f"{ref} ({METHODS.get(ref.slug).spec.kind}{', method.py' if ref.slug in local else ''})"
+    methods = [f"{ref} ({kinds[ref.slug]}{', method.py' if ref.slug in local else ''})"
                for ref in submission.methods]  # fmt: skip
     rows = {
         "team": f"{submission.team} <{submission.contact}>",
@@ -525,18 +597,20 @@ def summary(submission: Submission, jobs: list[Job]) -> str:
         "seeds": ", ".join(map(str, submission.seeds)),
         "tracks": ", ".join(submission.tracks),
         "budget": submission.budget,
-        "to run": f"{sum(len(job.runs()) for job in jobs)} runs in {len(jobs)} trainings (upstreams included); "
-                  f"results in {submission.results_dir}",
+        "to run": f"{runs} runs in {trainings} trainings (upstreams included); results in {submission.results_dir}",
     }  # fmt: skip
     return "\n".join([f"OK: {submission.folder / YAML_NAME}", *(f"  {key:<9} {value}" for key, value in rows.items())])
 
 
-def run_submission(store: ResultStore, jobs: list[Job]) -> int:
-    """Run the plan, print one line per record of the folder, and return 1 if any run failed."""
+def run_submission(store: ResultStore, jobs: list[Job], progress: bool = True) -> int:
+    """Run the plan, print one line per record of the folder, and return 1 if any run failed.
+
+    ``progress``: the progress line of ``effbench run`` on stderr (:mod:`effbench.progress`).
+    """
     from effbench.cli import record_lines  # the table is the leaderboard's (`effbench table`), above the core
 
     print(f"{sum(len(job.runs()) for job in jobs)} runs to do in {len(jobs)} trainings; results in {store.root}")
-    failures = [failure for result in execute_plan(jobs, store) for failure in result.failures]
+    failures = [failure for result in execute_plan(jobs, store, progress=progress) for failure in result.failures]
     records = list(store.records())
     if records:
         print("\n".join(record_lines(records)))

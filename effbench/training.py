@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effbench.recipe import Budget, Recipe
+from effbench.registry import TaskSpec
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 
@@ -41,12 +42,22 @@ def classification_loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def task_loss(spec: TaskSpec) -> keras.losses.Loss:
+    """The training loss of the task's kind (``spec.quality.loss``): the cross-entropy of the class logits for
+    classification, of each pixel's class logits for segmentation, of the two logits (no click, click) for CTR;
+    the mean squared error for super-resolution and regression."""
+    if spec.kind in ("classification", "segmentation", "ctr"):
+        return classification_loss()
+    return keras.losses.MeanSquaredError()
+
+
 def compile_for_recipe(model: keras.Model, context: TrainContext, loss: keras.losses.Loss | None = None) -> None:
     steps_per_epoch = -(-len(context.splits.x_train) // context.recipe.batch_size)
+    metric = context.task.spec.quality.training_metric
     model.compile(
         optimizer=context.recipe.make_optimizer(steps_per_epoch),
-        loss=loss or classification_loss(),
-        metrics=["accuracy"],
+        loss=loss or task_loss(context.task.spec),
+        metrics=[metric] if metric else [],
     )
 
 

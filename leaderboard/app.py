@@ -4,116 +4,265 @@
     effbench leaderboard [--results DIR ...] [--port N] [--headless]
 
 Result folders: ``--results`` after ``--``; else ``$EFFBENCH_RESULTS`` (folders separated by ``os.pathsep``);
-else ``results/baselines`` and every ``submissions/*/results`` of the repository.
+else the committed results (``results/baselines``, the other ``results/*`` but ``demo``, every
+``submissions/*/results``) of the project in the current folder, or of this checkout when it has none.
+
+Views are shareable: the page, the filters and each page's choices are bound to the URL's query parameters,
+named by the widgets' keys (``?page=Pareto&pareto_task=digits&cost=bops``), so a link opens the same view.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from effbench.records import RecordError
+from effbench import index
+from effbench.records import RecordConflict, RecordError
 from leaderboard import tables
 
 REPO = Path(__file__).resolve().parent.parent
-PAPER_NOTE = "Rows whose source starts with `paper:` are values a paper reports, shown beside ours, not measured here."
+PAPER_NOTE = ("`paper [n]` rows are values a paper reports, shown beside ours, not measured here. Source `ours`: "
+              "EffBench measured its own method; `sandbox` / `verified`: a submission's, measured in the sandbox / "
+              "from its files by a process that never ran its code.")  # fmt: skip
+NOISY_NOTE = (f"`noisy timings`: timings whose timed calls spread more than cv = std / mean = {tables.NOISY_CV} in "
+              "some seed (worst seed shown): the machine was busy; re-measure them on an idle one.")  # fmt: skip
+# Widgets whose value is part of the URL (their key is the query parameter).
+URL = "query-params"
+
+# Row and header height of st.dataframe, and the width of a character of its font, in pixels.
+ROW_PX, SCROLLBAR_PX, CHAR_PX, CELL_PAD_PX, MIN_COLUMN_PX, MAX_COLUMN_PX = 35, 16, 7.6, 28, 48, 480
 
 
-ROW_PX, MAX_ROWS, SCROLLBAR_PX = 35, 16, 14
+@dataclass(frozen=True)
+class Context:
+    """What every page may read besides the filtered frames: the unfiltered records' knowledge of methods."""
+
+    abouts: dict[str, dict]
+    runs: pd.DataFrame
+    # Method -> the submissions whose submission.yaml declares it (tables.folder_submissions).
+    submissions: dict[str, list[dict]]
+
+
+def column_widths(table: pd.DataFrame) -> dict[str, int]:
+    """Each column as wide as its longest text (header or cell), so no cell is cut ('1.171M ± 12K')."""
+    widths = {}
+    for column in table.columns:
+        longest = max([len(str(column)), *(len(str(value)) for value in table[column].head(500))])
+        widths[str(column)] = int(min(MAX_COLUMN_PX, max(MIN_COLUMN_PX, longest * CHAR_PX + CELL_PAD_PX)))
+    return widths
 
 
 def show(table: pd.DataFrame) -> None:
-    """A sortable table tall enough for its rows (up to MAX_ROWS) and the horizontal scrollbar of a wide one."""
-    height = ROW_PX * (min(len(table), MAX_ROWS) + 1) + SCROLLBAR_PX
-    st.dataframe(table, hide_index=True, height=height)
+    """A sortable table, every row visible (no inner vertical scrolling), each column as wide as its content."""
+    height = ROW_PX * (len(table) + 1) + SCROLLBAR_PX
+    config = {column: st.column_config.Column(width=width) for column, width in column_widths(table).items()}
+    st.dataframe(table, hide_index=True, height=height, column_config=config, placeholder="")  # no 'None' for NaN
 
 
-def overview_page(frames: tables.ResultFrames) -> None:
+def show_view(view: tables.View) -> pd.DataFrame:
+    """A :class:`tables.View`: the constants above, the table, the papers cited below; returns the table."""
+    if view.constants:
+        st.caption(" · ".join(f"{key}: **{value}**" for key, value in view.constants.items()) + " (every row)")
+    show(view.table)
+    if view.citations:
+        st.caption("  \n".join(f"[{n}] {markdown_text(citation)}" for n, citation in view.citations.items()))
+    return view.table
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown as it is by st.markdown: records and submissions may hold '*', '_', '[' or '<'."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", str(text))
+
+
+def download(view: pd.DataFrame, name: str) -> None:
+    st.sidebar.download_button("Download this view (CSV)", tables.to_csv(view), file_name=f"effbench-{name}.csv",
+                               mime="text/csv", key="download_view", help="this page's tables, as shown")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def overview_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
+    """Per suite, per task: the columns the suite's protocol declares for its summary."""
     st.header("Overview")
-    as_text = st.toggle("mean ± std as text (off: numbers, each sortable)", value=True, key="as_text")
-    overview = tables.overview_table(frames.tidy)
-    if overview.empty:
-        st.info("The chosen records hold no numeric whole-model metric.")
-        return
-    shown = tables.format_overview(overview) if as_text else overview
-    for suite, suite_table in tables.split_by(shown, "suite").items():
+    as_numbers = st.toggle("numbers (each column sortable; off: mean ± std as text)", key="numbers", bind=URL)
+    noisy = tables.noisy_timings(frames.tidy)
+    shown = []
+    for suite in sorted(frames.tidy["suite"].unique()):
+        protocol = index.protocol(suite)
+        table = tables.suite_table(frames.tidy, suite, protocol, context.abouts)
+        if table.empty:
+            continue
         st.subheader(f"Suite: {suite}")
-        for task, table in tables.split_by(suite_table, "task").items():
+        st.caption(protocol.description)
+        timings = {name: f"{scope}/{metric}" if scope else metric
+                   for name, (scope, metric) in protocol.summary_columns.items()}  # fmt: skip
+        for task, part in tables.split_by(table, "task").items():
             st.markdown(f"**Task: {task}**")
-            show(table)
-    st.caption(PAPER_NOTE)
+            view = tables.reading_view(part, noisy, timings, as_text=not as_numbers)
+            shown.append(show_view(view).assign(suite=suite, task=task))
+    if not shown:
+        st.info("The chosen records hold no metric the suites' summaries show.")
+        return pd.DataFrame()
+    st.caption(f"{PAPER_NOTE} W/A: the bit-widths of weights and activations the method declares. {NOISY_NOTE}")
+    return pd.concat(shown, ignore_index=True)
 
 
-def tracks_page(frames: tables.ResultFrames) -> None:
+def tracks_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
+    """One track: its whole-model metrics, then one scoped metric across its scopes (variants, corruptions)."""
     st.header("Tracks")
-    track = st.selectbox("Track", sorted(frames.tidy["track"].unique()), key="track")
-    st.caption("Every metric of the track, averaged over seeds; scoped ones (a layer, a converted variant, a "
-               "corruption) as `<scope>/<metric>` columns.")  # fmt: skip
-    table = tables.track_table(frames.tidy, track)
-    if table.empty:
+    track = st.selectbox("Track", sorted(frames.tidy["track"].unique()), key="view_track", bind=URL)
+    noisy = tables.noisy_timings(frames.tidy)
+    table = tables.track_table(frames.tidy, track, scoped=False)
+    shown = []
+    if len(table) and len(table.columns) > len(tables.RUN_KEYS) + 2:
+        st.subheader("Whole-model metrics")
+        shown.append(show_view(tables.reading_view(table, noisy, as_text=False)).assign(metrics="whole model"))
+    scoped = tables.scoped_metrics(frames.tidy, track)
+    if scoped:
+        st.subheader("Per variant, per corruption")
+        metric = st.selectbox("Metric recorded per scope", scoped, key="view_scoped", bind=URL)
+        per_scope = tables.scoped_table(frames.tidy, track, metric)
+        timings = {scope: f"{scope}/{metric}" for scope in per_scope.columns}
+        shown.append(show_view(tables.reading_view(per_scope, noisy, timings, as_text=False)).assign(metrics=metric))
+    if frames.tidy[(frames.tidy["track"] == track) & tables.is_layer_row(frames.tidy)].shape[0]:
+        st.caption("Per-layer numbers are on the Method page.")
+    if not shown:
         st.info(f"No numeric metric of track '{track}' in the chosen records.")
-        return
-    show(table)
-    st.caption(PAPER_NOTE)
+        return pd.DataFrame()
+    st.caption(f"Means over seeds (`seeds` counts them). {PAPER_NOTE} {NOISY_NOTE}")
     with st.expander("What the metrics mean"):
         show(tables.metric_legend(track))
+    return pd.concat(shown, ignore_index=True)
 
 
-def pareto_chart(points: pd.DataFrame, x: str, y: str, log_x: bool) -> alt.LayerChart:
-    """Our runs as dots, papers' values as diamonds, our Pareto front as a step line, and each method with
-    several deployables as a dashed curve through them."""
+def pareto_chart(points: pd.DataFrame, x: str, y: str, log_x: bool, every_method: list[str]) -> alt.LayerChart:
+    """Every run a marker of its method's own colour and shape (papers' values hollow), mean ± std over seeds as
+    error bars, equal costs spread sideways, our Pareto front as a step line with its points labelled, and each
+    method with several deployables as a dashed curve through them. A method's colour and shape are its own among
+    ``every_method`` (all the records'), so they stay the same whatever the filters, task or axes."""
     # Metric names such as 'int8/litert_t1_median_ms' are renamed: Vega-Lite reads '.' and '[' in field names.
-    data = points.rename(columns={x: "cost", y: "accuracy"})
-    x_axis = alt.X("cost:Q", title=x, scale=alt.Scale(type="log" if log_x else "linear"))
+    data = points.rename(columns={x: "cost", y: "accuracy", f"{x}{tables.STD_SUFFIX}": "cost_std",
+                                  f"{y}{tables.STD_SUFFIX}": "accuracy_std"})  # fmt: skip
+    data = data.assign(shown_cost=tables.spread_ties(data["cost"], data["accuracy"], log_x),
+                       label=tables.point_labels(data),
+                       provenance=tables.source_labels(data)[0]["source"])  # fmt: skip
+    data = data.assign(low=data["accuracy"] - data["accuracy_std"], high=data["accuracy"] + data["accuracy_std"],
+                       left=(data["shown_cost"] - data["cost_std"]).clip(lower=data["shown_cost"] / 10),
+                       right=data["shown_cost"] + data["cost_std"])  # fmt: skip
+    styles = tables.method_styles(every_method)
+    methods = sorted(set(data["method"]))
+    scale = alt.Scale(type="log" if log_x else "linear")
+    x_axis = alt.X("shown_cost:Q", title=x, scale=scale)
     y_axis = alt.Y("accuracy:Q", title=y, scale=alt.Scale(zero=False))
-    front = alt.Chart(data[data["on_front"]]).mark_line(interpolate="step-after", color="#888").encode(x_axis, y_axis)
-    dots = alt.Chart(data).mark_point(size=120, filled=True).encode(
-        x_axis, y_axis, color=alt.Color("method:N"),
-        shape=alt.Shape("origin:N", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])),
-        tooltip=["method", "variant", "deployable", "task", "budget", "division", "source",
-                 alt.Tooltip("cost:Q", title=x), alt.Tooltip("accuracy:Q", title=y, format=".4f"), "on_front"],
-    )  # fmt: skip
+    # Below the plot, in columns: every method listed, however many (a legend beside it is cut off at ~20).
+    legend = alt.Legend(title="method", orient="bottom", columns=6, symbolLimit=0, labelLimit=170)
+    color = alt.Color("method:N", scale=alt.Scale(domain=methods, range=[styles[m][0] for m in methods]),
+                      legend=legend)  # fmt: skip
+    shape = alt.Shape("method:N", scale=alt.Scale(domain=methods, range=[styles[m][1] for m in methods]),
+                      legend=legend)  # fmt: skip
+    tooltip = ["label", "task", "budget", "division", "provenance", alt.Tooltip("cost:Q", title=x, format=",.6~g"),
+               alt.Tooltip("cost_std:Q", title=f"{x} std", format=",.3~g"),
+               alt.Tooltip("accuracy:Q", title=y, format=".4f"),
+               alt.Tooltip("accuracy_std:Q", title=f"{y} std", format=".4f"), "seeds", "on_front"]  # fmt: skip
+    base = alt.Chart(data)
+    front = alt.Chart(data[data["on_front"]]).mark_line(interpolate="step-after", color="#888").encode(
+        alt.X("cost:Q", scale=scale), y_axis
+    )
+    spread = data[(data["accuracy_std"] > 0) | (data["cost_std"] > 0)]
+    y_bars = alt.Chart(spread).mark_rule(opacity=0.6).encode(x_axis, alt.Y("low:Q"), alt.Y2("high:Q"), color=color)
+    x_bars = alt.Chart(spread).mark_rule(opacity=0.6).encode(alt.X("left:Q", scale=scale), alt.X2("right:Q"), y_axis,
+                                                             color=color)  # fmt: skip
+    ours = base.transform_filter(alt.datum.origin == "ours").mark_point(size=110, filled=True, opacity=0.9)
+    papers = base.transform_filter(alt.datum.origin == "paper").mark_point(size=190, filled=False, strokeWidth=2.5)
+    ours, papers = (marks.encode(x_axis, y_axis, color=color, shape=shape, tooltip=tooltip) for marks in (ours, papers))
+    labelled = data[data["on_front"] | (data["origin"] == "paper")]
+    labels = alt.Chart(labelled).mark_text(align="left", dx=9, dy=-9, fontSize=11).encode(
+        x_axis, y_axis, text="label:N", color=alt.value("#333")
+    )
     # A method with several deployables (an elastic method's sub-networks) is one curve, in cost order.
     curves = tables.deployable_curves(data, "cost")
     curve = alt.Chart(curves).mark_line(strokeDash=[4, 2]).encode(
-        x_axis, y_axis, color=alt.Color("method:N"), detail="variant:N", order="cost:Q"
+        x_axis, y_axis, color=color, detail="variant:N", order="cost:Q"
     )
-    return alt.layer(front, curve, dots)
+    return alt.layer(front, curve, y_bars, x_bars, ours, papers, labels).properties(height=480)
 
 
-def pareto_page(frames: tables.ResultFrames) -> None:
-    st.header("Pareto: accuracy against cost")
+def pareto_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
+    st.header("Pareto: quality against cost")
     table = tables.overview_table(frames.tidy, metrics=None, scoped=tables.is_latency_metric)
-    costs, accuracies = tables.cost_axes(table), tables.quality_axes(table)
-    if not costs or not accuracies:
-        st.info("A Pareto plot needs the accuracy track and a cost: the complexity, latency or edge track.")
-        return
-    task = st.selectbox("Task", sorted(table["task"].unique()), key="pareto_task")
-    x = st.selectbox("Cost (x, lower is better)", costs, key="pareto_x")
-    y = st.selectbox("Accuracy (y, higher is better)", accuracies, key="pareto_y")
-    log_x = st.checkbox("logarithmic cost axis", value=True, key="pareto_log")
+    costs, qualities = tables.cost_axes(table), tables.quality_axes(table)
+    if not costs or not qualities:
+        st.info("A Pareto plot needs a quality (the accuracy track) and a cost (complexity, latency or edge).")
+        return pd.DataFrame()
+    task, cost, quality = tables.pareto_defaults(table, costs, qualities)
+    tasks = sorted(table["task"].unique())
+    task = st.selectbox("Task", tasks, index=tasks.index(task), key="pareto_task", bind=URL)
+    x = st.selectbox("Cost (x, lower is better)", costs, index=costs.index(cost), key="cost", bind=URL)
+    y = st.selectbox("Quality (y, higher is better)", qualities, index=qualities.index(quality), key="quality",
+                     bind=URL)  # fmt: skip
+    log_x = st.checkbox("logarithmic cost axis", value=True, key="log", bind=URL)
     points = tables.pareto_points(table[table["task"] == task], x, y)
     if points.empty:
-        st.info(f"No run on {task} has both {x} and {y}.")
-        return
-    st.altair_chart(pareto_chart(points, x, y, log_x), width="stretch")
-    st.caption("Line: our Pareto front (no other run of ours is both cheaper and more accurate). "
-               "Diamonds: values papers report; they do not move our front.")  # fmt: skip
-    show(points)
+        st.info(f"No run on {task} has both {x} and {y}: choose another task or cost.")
+        return pd.DataFrame()
+    chart = pareto_chart(points, x, y, log_x, sorted(context.runs["method"].unique()))
+    # The element's height, set: left to Streamlit, the legend below squeezes the plot.
+    legend_rows = -(-points["method"].nunique() // 6)
+    st.altair_chart(chart, width="stretch", height=480 + 90 + 30 * legend_rows)
+    st.caption("Filled markers: our runs, one colour and shape per method; hollow: values papers report (they do "
+               "not move our front). Bars: mean ± std over seeds. Line: our Pareto front (no other run of ours is "
+               "both cheaper and better), its points labelled. Runs of equal cost are spread sideways; hover "
+               "for the exact numbers.")  # fmt: skip
+    return show_view(tables.reading_view(points.drop(columns="origin")))
 
 
-def registry_entry(info: dict | None) -> None:
+def method_header(info: dict | None) -> None:
     if info is None:
-        st.caption("This method is not in this checkout's registry: only what its records carry is shown.")
+        st.caption("Neither this checkout's registry nor the method's records say what it is: only its numbers "
+                   "are shown.")  # fmt: skip
         return
-    st.markdown(f"**{info['summary']}**  \n[{info['paper']}]({info['url']}) ({info['year']})")
-    st.markdown(" ".join(f"`{tag}`" for tag in [info["kind"], f"scale: {info['scale']}", *info["tags"]]))
+    lines = [f"**{markdown_text(info['summary'])}**"] if info["summary"] else []
+    if info["paper"]:
+        lines.append(f"[{markdown_text(info['paper'])}]({info['url']}) ({info['year']})")
+    tags = [info["kind"], info["suite"] and f"suite: {info['suite']}", info["scale"] and f"scale: {info['scale']}",
+            *info["tags"]]  # fmt: skip
+    lines.append(" ".join(f"`{code_text(tag)}`" for tag in tags if tag))
+    st.markdown("  \n".join(line for line in lines if line))
+    if info["declared_by"] == "records":
+        st.caption("Not a built-in method of this checkout: as its records declare it.")
+    elif info["declared_by"] == "submission":
+        st.caption("Not a built-in method of this checkout, and its records predate records saying what their "
+                   "method is: what its submission.yaml says is shown; `effbench submit` records the rest.")
+    for submission in info["submissions"]:
+        st.markdown(submission_text(submission, info["paper"]))
+
+
+def code_text(text: str) -> str:
+    """``text`` inside a code span, where markdown escapes do not apply: only a backtick could end it."""
+    return str(text).replace("`", "'")
+
+
+def submission_text(submission: dict, shown_paper: str = "") -> str:
+    """Who submitted a method, under which licence and division; its paper unless the header shows it."""
+    paper = submission.get("paper") or {}
+    tags = ", ".join(submission.get("open_tags") or [])
+    division = f"{submission.get('division', '')} division" + (f" ({tags})" if tags else "")
+    text = (f"Submitted by **{markdown_text(submission.get('team', '?'))}** "
+            f"(`submissions/{code_text(submission.get('folder', ''))}`, {markdown_text(division)}, "
+            f"licence {markdown_text(submission.get('licence', '?'))})")  # fmt: skip
+    if paper.get("title") and paper["title"] != shown_paper:
+        text += f"  \nPaper: [{markdown_text(paper['title'])}]({paper.get('url', '')}) ({paper.get('year', '')})"
+    return text
 
 
 def curves_chart(curves: pd.DataFrame) -> alt.FacetChart:
@@ -126,17 +275,23 @@ def curves_chart(curves: pd.DataFrame) -> alt.FacetChart:
     ).properties(width=250, height=180).facet(facet="curve:N", columns=3).resolve_scale(y="independent")  # fmt: skip
 
 
-def method_page(frames: tables.ResultFrames) -> None:
+def method_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
     st.header("Method")
-    method = st.selectbox("Method", sorted(frames.tidy["method"].unique()), key="method")
-    registry_entry(tables.method_info(method))
-    overview = tables.overview_table(frames.tidy, metrics=None)
+    methods = sorted(frames.tidy["method"].unique())
+    if st.session_state.get("method") not in methods:
+        st.session_state.pop("method", None)  # chosen elsewhere, and hidden by the filters now
+    method = st.selectbox("Method", methods, key="method", bind=URL)
+    method_header(tables.method_info(method, context.runs[context.runs["method"] == method], context.submissions))
+    tidy = frames.tidy[frames.tidy["method"] == method]
     st.subheader("Results")
-    show(tables.format_overview(overview[overview["method"] == method]))
+    overview = tables.overview_table(tidy, metrics=None)
+    results = show_view(tables.reading_view(overview, tables.noisy_timings(tidy)))
     layers = tables.layer_table(frames.tidy, method)
     if not layers.empty:
         st.subheader("Per-layer complexity")
-        show(layers)
+        layers, constants = tables.drop_constant_keys(layers)
+        with st.expander(f"{len(layers)} rows: every layer of every task and variant measured"):
+            show_view(tables.View(layers, constants, {}))
     curves = tables.method_curves(frames.curves, method)
     if not curves.empty:
         st.subheader("Training curves")
@@ -144,38 +299,77 @@ def method_page(frames: tables.ResultFrames) -> None:
     runs = tables.method_runs(frames.runs, method)
     st.subheader("Provenance")
     show(runs.drop(columns="config"))
+    dirty = tables.dirty_records(runs)
+    if dirty:
+        st.caption(f"{dirty} of these records were measured from a working tree with uncommitted changes "
+                   f"(`{tables.DIRTY_SUFFIX}`): no commit holds the code that made them.")  # fmt: skip
     st.subheader("Config")
-    chosen = st.selectbox("Record", runs.index, key="method_run",
-                          format_func=lambda i: f"{runs.at[i, 'track']} · {runs.at[i, 'task']} · seed "
-                                                f"{runs.at[i, 'seed']} · {runs.at[i, 'config_hash']}")  # fmt: skip
-    st.json(runs.at[chosen, "config"])
+    labels = {row.config_hash: f"{row.track} · {row.task} · seed {row.seed} · {row.budget} · {row.config_hash}"
+              for row in runs.itertuples()}  # fmt: skip
+    # Keyed by the method, its options the records' hashes: a record of the method shown before never stays.
+    chosen = st.selectbox("Record", list(labels), key=f"record_{method}", format_func=labels.__getitem__)
+    st.json(runs.loc[runs["config_hash"] == chosen, "config"].iloc[0])
+    return results
 
 
-def compare_page(frames: tables.ResultFrames) -> None:
+def compare_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
     st.header("Compare")
     methods = sorted(frames.tidy["method"].unique())
-    chosen = st.multiselect("Methods (2 to 4)", methods, default=methods[:2], max_selections=4, key="compare")
+    chosen = st.multiselect("Methods (2 to 4)", methods, default=methods[:2], max_selections=4, key="compare",
+                            bind=URL)  # fmt: skip
     if len(chosen) < 2:
         st.info("Choose 2 to 4 methods to see them side by side.")
-        return
+        return pd.DataFrame()
+    table = tables.compare_table(tables.overview_table(frames.tidy), chosen)
+    short, citations = tables.short_sources(table.loc["source"])
+    table.loc["source"] = table.loc["source"].map(short)
     # The metric names as a column of their own: Streamlit sizes the index column too narrow for them.
-    show(tables.compare_table(tables.overview_table(frames.tidy), chosen).reset_index())
+    table = table.reset_index()
+    show_view(tables.View(table, {}, citations))
     st.caption(PAPER_NOTE)
+    return table
 
 
-PAGES: dict[str, Callable[[tables.ResultFrames], None]] = {
+PAGES: dict[str, Callable[[tables.ResultFrames, Context], pd.DataFrame]] = {
     "Overview": overview_page, "Tracks": tracks_page, "Pareto": pareto_page, "Method": method_page,
     "Compare": compare_page,
 }  # fmt: skip
 
 
-def sidebar_filters(tidy: pd.DataFrame) -> dict[str, list]:
-    """One multiselect per filter column; choosing nothing keeps everything."""
+# ---------------------------------------------------------------------------------------------- sidebar
+
+
+def open_method(slug: str) -> None:
+    """The search's answer: the Method page of ``slug`` (a callback, run before the page is drawn again)."""
+    st.session_state["page"] = "Method"
+    st.session_state["method"] = slug
+
+
+def search_box(runs: pd.DataFrame) -> None:
+    """Finds a method across suites by slug or paper title; a click opens its Method page."""
+    query = st.text_input("Find a method", key="search", placeholder="slug or paper title, e.g. 'xnor'")
+    if not query:
+        return
+    found = tables.search_methods(tables.method_catalog(runs), query)
+    if found.empty:
+        st.caption("No method of the filtered records matches.")
+    for row in found.head(8).itertuples():
+        st.button(f"{row.method} · {row.suite}", key=f"found_{row.method}", help=row.paper or None,
+                          on_click=open_method, args=(row.method,))  # fmt: skip
+
+
+def sidebar_filters(frames: tables.ResultFrames) -> dict[str, list]:
+    """One multiselect per filter column; choosing nothing keeps everything. The budget starts on the one most
+    runs have (and the papers'), so that test runs of another budget do not sit among them."""
     st.sidebar.header("Filters")
-    return {
-        column: st.sidebar.multiselect(column.capitalize(), options, key=f"filter_{column}", placeholder="all")
-        for column, options in tables.filter_options(tidy).items()
-    }
+    defaults = {"budget": tables.default_budgets(frames.runs)}
+    chosen = {
+        column: st.sidebar.multiselect(column.capitalize(), options, default=defaults.get(column), key=column,
+                                       placeholder="all", bind=URL)
+        for column, options in tables.filter_options(frames.tidy).items()
+    }  # fmt: skip
+    st.sidebar.caption("Budget starts on the most common one (and papers'); clear it to see every budget.")
+    return chosen
 
 
 def no_records_message(dirs: list[Path]) -> str:
@@ -187,24 +381,38 @@ def no_records_message(dirs: list[Path]) -> str:
 def main() -> None:
     st.set_page_config(page_title="EffBench leaderboard", layout="wide")
     st.title("EffBench leaderboard")
-    dirs = tables.result_dirs(sys.argv[1:], os.environ, REPO)
+    dirs = tables.result_dirs(sys.argv[1:], os.environ, tables.project_root(Path.cwd(), REPO))
     try:
-        frames = tables.load_frames(*dirs)
+        with warnings.catch_warnings(record=True) as conflicts:
+            warnings.simplefilter("always", RecordConflict)
+            frames = tables.load_frames(*dirs)
     except RecordError as error:
         st.error(f"A record cannot be read, so the leaderboard would be wrong: {error}")
         return
+    shown = [str(conflict.message) for conflict in conflicts if issubclass(conflict.category, RecordConflict)]
+    if shown:  # another record of a run, shown from an earlier folder: never averaged
+        # Collapsed: every page would otherwise open under a wall of them.
+        with st.expander(f"{len(shown)} runs have different records in two folders: the first folder's is shown"):
+            for message in shown:
+                st.warning(message)
     if frames.tidy.empty:
         st.info(no_records_message(dirs))
         return
-    page = st.sidebar.radio("Page", list(PAGES), key="page")
-    filtered = tables.filter_frames(frames, sidebar_filters(frames.tidy))
-    st.sidebar.download_button("Download the filtered records (CSV)", tables.to_csv(filtered.tidy),
-                               file_name="effbench-records.csv", mime="text/csv", key="download")  # fmt: skip
+    search = st.sidebar.container()  # on top, filled once the filters say which records it searches
+    page = st.sidebar.radio("Page", list(PAGES), key="page", bind=URL)
+    filtered = tables.filter_frames(frames, sidebar_filters(frames))
+    with search:
+        search_box(filtered.runs)
     st.caption(f"{len(filtered.runs)} of {len(frames.runs)} records, from {', '.join(map(str, dirs))}")
     if filtered.tidy.empty:
         st.warning("No record matches the filters.")
         return
-    PAGES[page](filtered)
+    context = Context(tables.method_abouts(frames.runs), frames.runs, tables.folder_submissions(dirs))
+    view = PAGES[page](filtered, context)
+    download(view, page.lower())
+    st.sidebar.download_button("Download the filtered records (tidy CSV)", tables.to_csv(filtered.tidy),
+                               file_name="effbench-records.csv", mime="text/csv", key="download",
+                               help="one row per metric, every field of the records")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ never from guesses on names. Nothing here imports TensorFlow, the suites or the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -37,8 +38,9 @@ import pyarrow.parquet as pq
 from effbench import index
 from effbench.hashing import stable_hash
 from effbench.protocol import SuiteProtocol
-from effbench.records import TEMP_PREFIX, Record, ResultStore, tidy_rows
-from effbench.registry import MetricSpec
+from effbench.records import TEMP_PREFIX, Record, RecordConflict, ResultStore, provenance, tidy_rows
+from effbench.registry import MetricSpec, method_about
+from effbench.strict_yaml import load_mapping
 from effbench.track import Metric
 
 # ``deployable`` is "" for a method's main model, else a named one (an elastic method's sub-network).
@@ -61,12 +63,14 @@ STD_SUFFIX = " std"
 
 CACHE_DIR = ".cache"
 # Bump when the cached frames change layout, so caches written by older code are rebuilt.
-CACHE_LAYOUT = 2
+CACHE_LAYOUT = 3
 CACHE_KEY = b"effbench_cache_key"
 METRIC_COLUMNS = ("metric", "value", "unit", "scope")
 CURVE_KEYS = ["config_hash", "suite", "method", "variant", "deployable", "task", "track", "seed", "budget", "division",
               "source", "hardware"]  # fmt: skip
 RESULTS_ENV = "EFFBENCH_RESULTS"
+# Columns of the runs frame holding a record's nested fields as JSON text; the tidy table leaves them out.
+RUN_JSON_COLUMNS = ["config", "files", "about"]
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -77,7 +81,7 @@ class ResultFrames:
     """What the leaderboard reads from result folders.
 
     ``tidy``: one row per metric (``tidy_rows`` columns plus ``hardware``; numbers as floats);
-    ``runs``: one row per record, with ``config`` and ``files`` as JSON text;
+    ``runs``: one row per record, with ``config``, ``files`` and ``about`` as JSON text;
     ``curves``: one row per (record, curve, epoch), ``epoch`` counting from 1.
     """
 
@@ -99,7 +103,7 @@ def record_frames(records: Iterable[Record]) -> ResultFrames:
     runs = pd.DataFrame([_run_row(record) for record in records])
     runs["hardware"] = hardware_labels(runs)
     metrics = [metric for record in records for metric in record.metrics]
-    tidy = _repeat_rows(runs.drop(columns=["config", "files"]), [len(record.metrics) for record in records], {
+    tidy = _repeat_rows(runs.drop(columns=RUN_JSON_COLUMNS), [len(record.metrics) for record in records], {
         "metric": [m.name for m in metrics],
         # Numbers as floats, so a frame read back from the Parquet cache equals the one built here.
         "value": pd.Series([m.value if isinstance(m.value, str) else float(m.value) for m in metrics], dtype=object),
@@ -125,6 +129,7 @@ def _run_row(record: Record) -> dict[str, Any]:
         del row[column]
     row["config"] = json.dumps(record.config, sort_keys=True)
     row["files"] = json.dumps(record.files, sort_keys=True)
+    row["about"] = json.dumps(record.about, sort_keys=True)
     return row
 
 
@@ -140,7 +145,10 @@ def hardware_labels(runs: pd.DataFrame) -> pd.Series:
     def column(name: str) -> pd.Series:
         return runs[name].astype(str) if name in runs else pd.Series("", index=runs.index)
 
-    label = column("hw_cpu") + ", " + column("hw_cpu_threads") + " threads"
+    threads = column("hw_cpu_threads")
+    # A paper's value names no thread count (0): its label is the CPU field alone ('paper-reported').
+    counted = ~threads.isin(["", "0", "nan", "None"])
+    label = column("hw_cpu").where(~counted, column("hw_cpu") + ", " + threads + " threads")
     gpu = column("hw_gpu")
     has_gpu = ~gpu.isin(["", "none", "nan"])
     return label.where(~has_gpu, label + ", " + gpu)
@@ -162,9 +170,57 @@ def fingerprint(root: Path | str) -> str:
 
 
 def load_frames(*roots: Path | str, cache: bool = True) -> ResultFrames:
-    """The records of every folder in ``roots``, through each folder's cache when ``cache``."""
-    parts = [_load_root(Path(root), cache) for root in roots]
+    """The records of every folder in ``roots``, through each folder's cache when ``cache``.
+
+    A run recorded in several folders is kept once, from the first of them: copies that differ (another
+    measurement of the same config hash) are a conflict, warned about with both files named
+    (:class:`effbench.records.RecordConflict`), and never averaged together.
+    """
+    paths = [Path(root) for root in roots]
+    parts = _first_copies([_load_root(root, cache) for root in paths], paths)
     return ResultFrames(*(_concat([getattr(part, f.name) for part in parts]) for f in fields(ResultFrames)))
+
+
+def _first_copies(parts: list[ResultFrames], roots: list[Path]) -> list[ResultFrames]:
+    """``parts`` without the runs an earlier part already holds; a warning for each that differs from it."""
+    seen: dict[str, tuple[Path, ResultFrames, tuple]] = {}
+    kept = []
+    for root, part in zip(roots, parts, strict=True):
+        runs = part.runs
+        if runs.empty:
+            kept.append(part)
+            continue
+        names = zip(*(runs[column] for column in _RUN_IDENTITY), strict=True)
+        repeated = set()
+        for config_hash, run_id, *where in names:
+            if config_hash not in seen:
+                seen[config_hash] = (root, part, (run_id, *where))
+                continue
+            repeated.add(config_hash)
+            first_root, first_part, (first_run, *first_where) = seen[config_hash]
+            if first_run != run_id or _numbers(first_part, config_hash) != _numbers(part, config_hash):
+                first = ResultStore(first_root).path_of(*first_where, config_hash)
+                second = ResultStore(root).path_of(*where, config_hash)
+                warnings.warn(RecordConflict(f"{first} and {second} are different records of the same run "
+                                             f"(config hash {config_hash}): only the first is shown"), stacklevel=3)
+        if repeated:
+            part = ResultFrames(*(_without(getattr(part, f.name), repeated) for f in fields(ResultFrames)))
+        kept.append(part)
+    return kept
+
+
+# The columns that tell one record from another of the same run, and name its file.
+_RUN_IDENTITY = ("config_hash", "run_id", "task", "method", "track", "seed", "budget")
+
+
+def _numbers(part: ResultFrames, config_hash: str) -> list[tuple]:
+    """What a record of ``part`` says, metric by metric: two copies of a record say the same."""
+    rows = part.tidy[part.tidy["config_hash"] == config_hash]
+    return sorted(zip(rows["scope"], rows["metric"], rows["value"].map(str), strict=True))
+
+
+def _without(frame: pd.DataFrame, config_hashes: set[str]) -> pd.DataFrame:
+    return frame if frame.empty else frame[~frame["config_hash"].isin(config_hashes)].reset_index(drop=True)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -263,8 +319,7 @@ def _decode(frame: pd.DataFrame) -> pd.DataFrame:
 
 def result_dirs(argv: Sequence[str], environ: Mapping[str, str], repo: Path) -> list[Path]:
     """The app's result folders: ``--results DIR ...`` in ``argv``, else ``$EFFBENCH_RESULTS``
-    (``os.pathsep``-separated), else the committed results of ``repo``: ``results/baselines``, every other folder
-    of ``results/`` but ``demo`` (``make demo``'s scratch output), and every ``submissions/*/results``."""
+    (``os.pathsep``-separated), else the committed results of ``repo`` (:func:`default_result_dirs`)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--results", nargs="+", type=Path, default=[])
     given = parser.parse_known_args(list(argv))[0].results
@@ -272,8 +327,24 @@ def result_dirs(argv: Sequence[str], environ: Mapping[str, str], repo: Path) -> 
         return given
     if environ.get(RESULTS_ENV):
         return [Path(part) for part in environ[RESULTS_ENV].split(os.pathsep) if part]
-    suites = sorted(p for p in (repo / "results").glob("*") if p.is_dir() and p.name not in ("baselines", "demo"))
-    return [repo / "results" / "baselines", *suites, *sorted(repo.glob("submissions/*/results"))]
+    return default_result_dirs(repo)
+
+
+def default_result_dirs(root: Path) -> list[Path]:
+    """The committed results of the project at ``root``: ``results/baselines``, every other folder of
+    ``results/`` but ``demo`` (``make demo``'s scratch output), and every ``submissions/*/results``."""
+    suites = sorted(p for p in (root / "results").glob("*") if p.is_dir() and p.name not in ("baselines", "demo"))
+    return [root / "results" / "baselines", *suites, *sorted(root.glob("submissions/*/results"))]
+
+
+def project_root(cwd: Path, checkout: Path) -> Path:
+    """Whose results are the default: the current folder's project when it has ``results/`` or ``submissions/``
+    (a user's own project), else the EffBench checkout the package was installed from."""
+    return cwd if any((cwd / name).is_dir() for name in ("results", "submissions")) else checkout
+
+
+def has_records(root: Path) -> bool:
+    return any(path for path in (root / "records").rglob("*.json") if not path.name.startswith(TEMP_PREFIX))
 
 
 # --------------------------------------------------------------------------------------------- filters
@@ -282,6 +353,20 @@ def result_dirs(argv: Sequence[str], environ: Mapping[str, str], repo: Path) -> 
 def filter_options(tidy: pd.DataFrame) -> dict[str, list]:
     """The values each filter can take, sorted."""
     return {column: sorted(tidy[column].dropna().unique().tolist()) for column in FILTER_COLUMNS if column in tidy}
+
+
+def default_budgets(runs: pd.DataFrame) -> list[str]:
+    """The budgets a view shows until the reader chooses: the budget most of our runs were trained with (``quick``
+    in the committed results), so that runs of another budget (smoke runs, seconds long, that tests make) never
+    sit unmarked among them, and the budgets of papers' values, which are shown beside ours."""
+    if runs.empty:
+        return []
+    reference = is_reference(runs)
+    counts = runs.loc[~reference, "budget"].value_counts()
+    # Ties go to 'quick', the budget the committed results use, then by name.
+    ranked = sorted(counts.index, key=lambda budget: (-counts[budget], budget != "quick", budget))
+    papers = sorted(set(runs.loc[reference, "budget"]) - set(ranked[:1]))
+    return [*ranked[:1], *papers]
 
 
 def apply_filters(frame: pd.DataFrame, selection: Mapping[str, Collection]) -> pd.DataFrame:
@@ -309,12 +394,14 @@ def pivot_runs(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
 
     Numeric metrics are averaged over seeds; ``seeds`` counts them. String outcomes are left out, and
     so are scoped metrics (per layer, per variant, per corruption), unless ``track`` is given: then only
-    that track's metrics are kept and its scoped ones become ``<scope>/<metric>`` columns.
+    that track's metrics are kept and its scoped ones become ``<scope>/<metric>`` columns, but for per-layer
+    numbers (:func:`is_layer_row`; the Method page has them), which would spread a table over hundreds of columns.
     """
     if tidy.empty:
         return pd.DataFrame(columns=[*RUN_KEYS, "seeds"])
     if track is not None:
-        tidy = tidy[tidy["track"] == track].copy()
+        tidy = tidy[tidy["track"] == track]
+        tidy = tidy[~is_layer_row(tidy)].copy()
         scoped = tidy["scope"] != ""
         tidy.loc[scoped, "metric"] = tidy.loc[scoped, "scope"] + "/" + tidy.loc[scoped, "metric"]
         tidy["scope"] = ""
@@ -330,18 +417,74 @@ def pivot_runs(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
 
 
 def results_table(tidy: pd.DataFrame, track: str | None = None) -> pd.DataFrame:
-    """:func:`pivot_runs` of the measured records: papers' values are never averaged into ours."""
-    if "source" in tidy.columns:
-        tidy = tidy[tidy["source"] == "measured"]
-    return pivot_runs(tidy, track)
+    """:func:`pivot_runs` of the runs (ours, and submissions'): papers' values are never averaged into them.
+
+    Nor are numbers obtained in different ways (EffBench's own, a submission's measured in the sandbox, or
+    verified from its flatbuffers: :func:`effbench.records.provenance`): with more than one source, each has
+    rows of its own and a ``source`` column says which.
+    """
+    if "source" not in tidy.columns:
+        return pivot_runs(tidy, track)
+    tidy = tidy[~is_reference(tidy)]
+    if tidy.empty or tidy["source"].nunique() <= 1:
+        return pivot_runs(tidy, track)
+    parts = [pivot_runs(rows, track).assign(source=provenance(source)) for source, rows in tidy.groupby("source")]
+    table = pd.concat(parts, ignore_index=True)
+    return table[[*RUN_KEYS, "source", *(c for c in table.columns if c not in [*RUN_KEYS, "source"])]]
 
 
-def track_table(tidy: pd.DataFrame, track: str) -> pd.DataFrame:
-    """:func:`results_table` of one track, scoped metrics included, with paper values in rows of their own."""
+def is_layer_row(tidy: pd.DataFrame) -> pd.Series:
+    """Rows of a per-layer number (the complexity track's metrics with a layer as scope)."""
+    if tidy.empty:
+        return pd.Series(False, index=tidy.index)
+    pairs = tidy.loc[tidy["scope"] != "", ["track", "metric"]].drop_duplicates()
+    layered = {(track, metric) for track, metric in pairs.itertuples(index=False) if _per_layer(track, metric)}
+    keys = pd.MultiIndex.from_frame(tidy[["track", "metric"]])
+    return pd.Series(keys.isin(list(layered)), index=tidy.index) & (tidy["scope"] != "")
+
+
+@functools.cache
+def _per_layer(track: str, metric: str) -> bool:
+    spec = index.metric_spec(metric, scoped=True, track=track)
+    return spec is not None and "layer" in spec.scopes
+
+
+def track_table(tidy: pd.DataFrame, track: str, scoped: bool = True) -> pd.DataFrame:
+    """:func:`results_table` of one track, with paper values in rows of their own; its scoped metrics (but
+    per-layer ones) as ``<scope>/<metric>`` columns when ``scoped``, else its whole-model metrics only."""
     tidy = tidy[tidy["track"] == track] if not tidy.empty else tidy
     if tidy.empty:
         return pd.DataFrame(columns=[*RUN_KEYS, "source", "seeds"])
-    parts = [pivot_runs(rows, track).assign(source=source) for source, rows in tidy.groupby("source")]
+    pivot_track = track if scoped else None
+    parts = [pivot_runs(rows, pivot_track).assign(source=source) for source, rows in tidy.groupby("source")]
+    table = pd.concat(parts, ignore_index=True)
+    return table[[*RUN_KEYS, "source", *(c for c in table.columns if c not in [*RUN_KEYS, "source"])]]
+
+
+def scoped_metrics(tidy: pd.DataFrame, track: str) -> list[str]:
+    """The metrics ``track`` records per scope (per converted variant, per corruption), per-layer ones aside."""
+    rows = tidy[(tidy["track"] == track) & (tidy["scope"] != "")] if not tidy.empty else tidy
+    rows = rows[~is_layer_row(rows)] if not rows.empty else rows
+    numbers = rows[pd.to_numeric(rows["value"], errors="coerce").notna()] if not rows.empty else rows
+    if numbers.empty:
+        return []
+    declared = index.metric_specs(track)
+
+    def rank(metric: str) -> tuple[int, str]:
+        spec = index.metric_spec(metric, scoped=True, track=track)
+        return (declared.index(spec) if spec in declared else len(declared), metric)
+
+    return sorted(numbers["metric"].unique(), key=rank)
+
+
+def scoped_table(tidy: pd.DataFrame, track: str, metric: str) -> pd.DataFrame:
+    """One scoped metric of ``track`` with one column per scope (``float32``, ``int8``, ``lce``; a corruption):
+    each run's numbers across variants side by side. Paper values in rows of their own."""
+    rows = tidy[(tidy["track"] == track) & (tidy["metric"] == metric) & (tidy["scope"] != "")]
+    rows = rows.assign(metric=rows["scope"], scope="")
+    if rows.empty:
+        return pd.DataFrame(columns=[*RUN_KEYS, "source", "seeds"])
+    parts = [pivot_runs(part).assign(source=source) for source, part in rows.groupby("source")]
     table = pd.concat(parts, ignore_index=True)
     return table[[*RUN_KEYS, "source", *(c for c in table.columns if c not in [*RUN_KEYS, "source"])]]
 
@@ -443,6 +586,118 @@ def format_overview(table: pd.DataFrame) -> pd.DataFrame:
     return formatted
 
 
+def numbers_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The overview as numbers (each column sortable): a metric's std column only where some run has a spread,
+    so that single-seed results do not double every column with empty ones."""
+    spread = [c for c in table.columns if str(c).endswith(STD_SUFFIX) and (table[c].fillna(0) != 0).any()]
+    return table.drop(columns=[c for c in table.columns if str(c).endswith(STD_SUFFIX) and c not in spread])
+
+
+# Key columns a reader needs only where they tell rows apart.
+OPTIONAL_KEYS = ("variant", "deployable", "budget", "division")
+
+
+def drop_constant_keys(table: pd.DataFrame, keys: Sequence[str] = OPTIONAL_KEYS) -> tuple[pd.DataFrame, dict]:
+    """``table`` without the key columns that hold one value in every row, and those values (to say once, above
+    the table): a budget column appears only where two budgets are mixed, a variant column where there are
+    variants. Empty values (no variant) are not reported."""
+    constant = {key: table[key].iloc[0] for key in keys if key in table and len(table) and table[key].nunique() == 1}
+    return table.drop(columns=list(constant)), {key: value for key, value in constant.items() if value != ""}
+
+
+def source_labels(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """``table`` with its ``source`` column short (:func:`short_sources`), and n -> the citation of 'paper [n]'."""
+    if "source" not in table:
+        return table, {}
+    short, citations = short_sources(table["source"])
+    return table.assign(source=table["source"].map(short)), citations
+
+
+def short_sources(sources: Iterable[str]) -> tuple[dict[str, str], dict[int, str]]:
+    """Each source as a reader sees it, how the numbers were obtained (``ours``, ``sandbox``, ``verified``:
+    :func:`effbench.records.provenance`) or ``paper [n]``; and n -> the paper's citation."""
+    sources = set(sources)
+    citations = sorted(s.removeprefix(PAPER_PREFIX).strip() for s in sources if s.startswith(PAPER_PREFIX))
+    numbers = {citation: n for n, citation in enumerate(citations, start=1)}
+    short = {s: f"paper [{numbers[s.removeprefix(PAPER_PREFIX).strip()]}]" if s.startswith(PAPER_PREFIX)
+             else provenance(s) for s in sources}  # fmt: skip
+    return short, {n: citation for citation, n in numbers.items()}
+
+
+# ------------------------------------------------------------------------------------- noisy timings
+
+# A timing whose timed calls spread this much (std / mean) is not one number: the machine was busy.
+NOISY_CV = 0.5
+CV_SUFFIX, MEDIAN_SUFFIX = "_cv", "_median_ms"
+
+
+def noisy_timings(tidy: pd.DataFrame, threshold: float = NOISY_CV) -> pd.DataFrame:
+    """Every timing (``..._median_ms``) of a seed whose coefficient of variation (``..._cv``, std / mean of its
+    timed calls) is above ``threshold``: ``SEED_KEYS``, ``timing`` (``<scope>/<metric>`` for a scoped one) and
+    ``cv``."""
+    columns = [*SEED_KEYS, "timing", "cv"]
+    if tidy.empty:
+        return pd.DataFrame(columns=columns)
+    rows = tidy[tidy["metric"].str.endswith(CV_SUFFIX)]
+    rows = rows.assign(cv=pd.to_numeric(rows["value"], errors="coerce"))
+    rows = rows[rows["cv"] > threshold]
+    timing = rows["metric"].str.removesuffix(CV_SUFFIX) + MEDIAN_SUFFIX
+    rows = rows.assign(timing=timing.where(rows["scope"] == "", rows["scope"] + "/" + timing))
+    return rows[columns].reset_index(drop=True)
+
+
+def noisy_column(table: pd.DataFrame, noisy: pd.DataFrame, names: Mapping[str, str] | None = None) -> pd.Series:
+    """Per row of ``table``, its noisy timings among its columns, worst seed's cv: 'lce_t1_ms (cv 6.2)'; '' if none.
+
+    ``names`` maps a column of ``table`` to the timing it shows (a suite summary's ``lce_t1_ms`` shows
+    ``lce/lce_t1_median_ms``); by default a column is the timing of its own name. Rows are matched on the
+    key columns ``table`` and ``noisy`` share.
+    """
+    names = dict(names) if names is not None else {str(c): str(c) for c in table.columns}
+    shown = {timing: column for column, timing in names.items() if column in table.columns}
+    found = noisy[noisy["timing"].isin(list(shown))] if not noisy.empty else noisy
+    keys = [k for k in SEED_KEYS if k in table.columns and k in noisy.columns and k != "seed"]
+    if found.empty or not keys:
+        return pd.Series("", index=table.index, dtype=object)
+    worst = found.groupby([*keys, "timing"])["cv"].max().reset_index()
+    worst["text"] = worst["timing"].map(shown) + " (cv " + worst["cv"].map(lambda cv: f"{cv:.3g}") + ")"
+    texts = worst.groupby(keys)["text"].agg("; ".join)
+    index = pd.MultiIndex.from_frame(table[keys].astype(object)) if len(keys) > 1 else table[keys[0]]
+    return pd.Series(texts.reindex(index).fillna("").to_numpy(), index=table.index, dtype=object)
+
+
+@dataclass(frozen=True)
+class View:
+    """A table as the leaderboard shows it, with what is said once beside it instead of in every row."""
+
+    table: pd.DataFrame
+    # Key columns that hold one value in every row (budget 'quick'), dropped from the table.
+    constants: dict[str, Any]
+    # 'paper [n]' in the source column -> the paper's citation.
+    citations: dict[int, str]
+
+
+def reading_view(
+    table: pd.DataFrame, noisy: pd.DataFrame | None = None, timings: Mapping[str, str] | None = None,
+    as_text: bool = True, hidden: Sequence[str] = ("suite",),
+) -> View:
+    """``table`` (an overview, with ``<metric> std`` columns, or a plain table) made for reading: a ``noisy
+    timings`` column where some timing is noisy (:func:`noisy_column`), 'mean ± std' text when ``as_text``
+    (else numbers, std columns only where runs spread: :func:`numbers_view`), short sources with the papers
+    as citations, and no ``hidden`` columns nor key columns of one value (:func:`drop_constant_keys`)."""
+    if noisy is not None and not noisy.empty:
+        flags = noisy_column(table, noisy, timings)
+        if (flags != "").any():
+            table = table.assign(**{NOISY_COLUMN: flags})
+    table = format_overview(table) if as_text else numbers_view(table)
+    table, citations = source_labels(table.drop(columns=[c for c in hidden if c in table.columns]))
+    table, constants = drop_constant_keys(table, (*OPTIONAL_KEYS, "source"))
+    return View(table.reset_index(drop=True), constants, citations)
+
+
+NOISY_COLUMN = "noisy timings"
+
+
 def split_by(table: pd.DataFrame, column: str) -> dict[Any, pd.DataFrame]:
     """One table per value of ``column`` (e.g. one per task), without that column."""
     return {value: rows.drop(columns=column).reset_index(drop=True) for value, rows in table.groupby(column)}
@@ -477,54 +732,118 @@ def format_table(table: pd.DataFrame, fmt: str) -> str:
 # ------------------------------------------------------------------------------------- suite summary
 
 # One row of a suite's summary: a run apart from its seed (paper values are left out, so no ``source``).
-SUMMARY_KEYS = ["task", "method", "variant", "deployable", "division"]
+SUMMARY_KEYS = ["task", "method", "variant", "deployable", "budget", "division"]
+BITS_COLUMN = "W/A"
 
 
-def suite_summary(tidy: pd.DataFrame, suite: str, protocol: SuiteProtocol | None = None) -> pd.DataFrame:
-    """One row per run of ``suite`` (:data:`SUMMARY_KEYS`) with the columns its protocol declares.
+def summary_per_seed(rows: pd.DataFrame, columns: Mapping[str, tuple[str, str]], keys: Sequence[str]) -> pd.DataFrame:
+    """One row per run and seed (``keys`` and ``seed`` as index), one column per summary column (column ->
+    (scope, metric)) holding that metric's number. A ``top1_relative`` column the run did not record is
+    ``top1 / fp32_top1`` where it has both columns (a paper's value, say)."""
+    wanted = {(scope, metric): name for name, (scope, metric) in columns.items()}
+    picked = rows.assign(column=[wanted.get(key) for key in zip(rows["scope"], rows["metric"], strict=True)])
+    picked = picked.dropna(subset=["column"])
+    picked = picked.assign(number=pd.to_numeric(picked["value"], errors="coerce")).dropna(subset=["number"])
+    per_seed = picked.pivot_table(index=[*keys, "seed"], columns="column", values="number", aggfunc="mean")
+    if "top1_relative" in columns and {"top1", "fp32_top1"} <= set(columns):
+        per_seed = add_relative_accuracy(per_seed.reset_index()).set_index([*keys, "seed"])
+    return per_seed[[name for name in columns if name in per_seed.columns]].rename_axis(columns=None)
 
-    ``protocol`` is the suite's from the index unless given. Its ``summary_columns`` (column -> (scope,
-    metric)) as 'mean ± std' over seeds, then ``seeds``, a column per ``summary_outcomes`` scope saying how
-    that converted variant fared (:func:`_conversion_outcomes`; empty where the edge track did not run),
-    and ``hardware``. Sorted by task, then by the protocol's ``summary_sort`` column, best first. Paper
-    values are left out (they are not runs).
+
+def suite_table(
+    tidy: pd.DataFrame, suite: str, protocol: SuiteProtocol | None = None, abouts: Mapping[str, dict] | None = None
+) -> pd.DataFrame:
+    """A suite's overview: one row per run of it (``ROW_KEYS``; papers' values in rows of their own) with the
+    columns its protocol declares (``summary_columns``) as each one's mean over seeds and ``<column> std``,
+    then ``W/A`` (the method's declared bit-widths: :func:`bits_label`), a column per ``summary_outcomes``
+    scope (how that converted variant fared), and ``seeds``. Sorted by task, then by the protocol's
+    ``summary_sort`` column, best first.
+
+    ``protocol`` is the suite's from the index unless given; ``abouts`` what records say of methods the index
+    does not know (:func:`method_abouts`).
+    """
+    protocol = protocol or index.protocol(suite)
+    columns, outcomes = dict(protocol.summary_columns), list(protocol.summary_outcomes)
+    rows = tidy[tidy["suite"] == suite] if not tidy.empty else tidy
+    per_seed = summary_per_seed(rows, columns, ROW_KEYS) if not rows.empty else pd.DataFrame()
+    if per_seed.empty:
+        return pd.DataFrame(columns=[*ROW_KEYS, BITS_COLUMN, "seeds"])
+    groups = per_seed.groupby(level=ROW_KEYS)
+    present = list(per_seed.columns)
+    table = pd.concat([groups.mean(), groups.std().add_suffix(STD_SUFFIX)], axis=1)
+    table = table[[c for name in present for c in (name, name + STD_SUFFIX)]]
+    for scope in outcomes:
+        outcome = _conversion_outcomes(rows, scope, ROW_KEYS)
+        if len(outcome):  # no column for a variant no run converted (the edge track did not run)
+            table[scope] = outcome
+    table = table.assign(seeds=groups.size()).reset_index()
+    bits = table["method"].map(lambda slug: bits_label(declared_about(slug, abouts)))
+    table.insert(len(ROW_KEYS), BITS_COLUMN, bits)
+    filled = {scope: "" for scope in outcomes if scope in table}
+    return _sorted_summary(table, _sort_key(table, protocol), protocol).fillna(filled)
+
+
+def _sorted_summary(table: pd.DataFrame, key: pd.Series, protocol: SuiteProtocol) -> pd.DataFrame:
+    """By task, then ``key`` (the ``summary_sort`` column's numbers) best first, rows without it last."""
+    scope, metric = protocol.summary_columns[protocol.summary_sort]
+    spec = index.metric_spec(metric, scoped=bool(scope))
+    lower_is_better = spec is not None and spec.direction == "lower"
+    ordered = table.assign(_key=key.to_numpy() if lower_is_better else -key.to_numpy())
+    ordered = ordered.sort_values(["task", "_key"], na_position="last", kind="stable")
+    return ordered.drop(columns="_key").reset_index(drop=True)
+
+
+def _sort_key(table: pd.DataFrame, protocol: SuiteProtocol) -> pd.Series:
+    sort = protocol.summary_sort
+    return table[sort].astype(float) if sort in table else pd.Series(0.0, index=table.index)
+
+
+def suite_summary(
+    tidy: pd.DataFrame, suite: str, protocol: SuiteProtocol | None = None, abouts: Mapping[str, dict] | None = None
+) -> pd.DataFrame:
+    """``effbench table --suite S``: one row per run of ``suite`` (:data:`SUMMARY_KEYS`) with the columns its
+    protocol declares, as text.
+
+    ``protocol`` is the suite's from the index unless given. ``W/A``, then its ``summary_columns`` (column ->
+    (scope, metric)) as 'mean ± std' over seeds, then ``seeds``, a column per ``summary_outcomes`` scope saying
+    how that converted variant fared (:func:`_conversion_outcomes`; empty where the edge track did not run),
+    ``noisy`` (timings whose spread is above :data:`NOISY_CV`) and ``hardware``. Sorted by task, then by the
+    protocol's ``summary_sort`` column, best first. Paper values are left out (they are not runs).
     """
     protocol = protocol or index.protocol(suite)
     metrics, outcomes = dict(protocol.summary_columns), list(protocol.summary_outcomes)
     rows = tidy[(tidy["suite"] == suite) & ~is_reference(tidy)] if not tidy.empty else tidy
-    columns = [*SUMMARY_KEYS, *metrics, "seeds", *outcomes, "hardware"]
-    if rows.empty:
+    columns = [*SUMMARY_KEYS, BITS_COLUMN, *metrics, "seeds", *outcomes, "noisy", "hardware"]
+    per_seed = summary_per_seed(rows, metrics, SUMMARY_KEYS) if not rows.empty else pd.DataFrame()
+    if per_seed.empty:
         return pd.DataFrame(columns=columns)
-    wanted = {(scope, metric): name for name, (scope, metric) in metrics.items()}
-    keys = list(zip(rows["scope"], rows["metric"], strict=True))
-    picked = rows.assign(column=[wanted.get(key) for key in keys]).dropna(subset=["column"])
-    picked = picked.assign(number=pd.to_numeric(picked["value"], errors="coerce")).dropna(subset=["number"])
-    per_seed = picked.pivot_table(index=[*SUMMARY_KEYS, "seed"], columns="column", values="number", aggfunc="mean")
     groups = per_seed.groupby(level=SUMMARY_KEYS)
-    present = [name for name in metrics if name in per_seed.columns]
-    table = pd.DataFrame({
-        name: [mean_std_text(m, s) for m, s in zip(groups[name].mean(), groups[name].std(), strict=True)]
-        for name in present
-    }, index=groups[present[0]].mean().index)  # fmt: skip
+    present = list(per_seed.columns)
+    means, stds = groups.mean(), groups.std()
+    table = pd.DataFrame({name: [mean_std_text(m, s) for m, s in zip(means[name], stds[name], strict=True)]
+                          for name in present}, index=means.index)  # fmt: skip
     table = table.assign(seeds=groups.size(), hardware=_hardware(rows))
     for scope in outcomes:
-        table[scope] = _conversion_outcomes(rows, scope)
-    sort = protocol.summary_sort
-    table["sort_key"] = groups[sort].mean() if sort in present else 0.0
-    table = table.reset_index().sort_values(["task", "sort_key"], ascending=[True, False], kind="stable")
+        table[scope] = _conversion_outcomes(rows, scope, SUMMARY_KEYS)
+    key = _sort_key(means, protocol).to_numpy()
+    table = table.reset_index()
+    table[BITS_COLUMN] = table["method"].map(lambda slug: bits_label(declared_about(slug, abouts)))
+    timings = {name: f"{scope}/{metric}" if scope else metric for name, (scope, metric) in metrics.items()}
+    table["noisy"] = noisy_column(table, noisy_timings(rows), timings)
+    table = _sorted_summary(table, pd.Series(key, index=table.index), protocol)
     return table.reindex(columns=columns).fillna("").reset_index(drop=True)
 
 
-def _conversion_outcomes(rows: pd.DataFrame, scope: str) -> pd.Series:
+def _conversion_outcomes(rows: pd.DataFrame, scope: str, keys: Sequence[str]) -> pd.Series:
     """Per run: 'converted' where every seed's ``scope`` variant (``lce``, ``int8``) converted and ran; else
     the first seed's error, as 'failed: <converter error>' or 'run failed: <interpreter error>' (converted,
     but its interpreter cannot run it).
     """
     variant = rows[rows["scope"] == scope]
-    converted = variant[variant["metric"] == "converted"].groupby(SUMMARY_KEYS)["value"].min()
+    converted = variant[variant["metric"] == "converted"].groupby(list(keys))["value"].min()
     outcome = converted.map(lambda v: "converted" if float(v) == 1 else "failed")
     for metric, prefix in (("run_error", "run failed: "), ("converter_error", "failed: ")):
-        errors = variant[variant["metric"] == metric].groupby(SUMMARY_KEYS)["value"].first()
+        errors = variant[variant["metric"] == metric].groupby(list(keys))["value"].first()
         failed = outcome.index.isin(errors.index)
         outcome = outcome.where(~failed, prefix + errors.astype(str).map(_error_tail).reindex(outcome.index))
     return outcome
@@ -608,17 +927,77 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 
 def pareto_points(table: pd.DataFrame, x: str, y: str = "top1") -> pd.DataFrame:
-    """The runs with both ``x`` and ``y``, with ``origin`` ('ours' or 'paper') and ``on_front``.
+    """The runs with both ``x`` and ``y``, with ``origin`` ('ours' or 'paper'), ``on_front``, ``seeds`` and
+    each axis' standard deviation over seeds as ``<x> std`` and ``<y> std`` (0 with one seed).
 
     The front is computed over our measurements only: a paper's number, measured under another recipe
     and on other hardware, is shown beside the front but does not move it.
     """
     keys = [c for c in ROW_KEYS if c in table.columns]
-    points = table.dropna(subset=[x, y])[[*keys, x, y]].reset_index(drop=True)
+    spreads = [c + STD_SUFFIX for c in (x, y)]
+    points = table.dropna(subset=[x, y]).reset_index(drop=True)
+    points = points.reindex(columns=[*keys, x, y, *spreads, "seeds"])
+    points[spreads] = points[spreads].fillna(0.0)
     points["origin"] = np.where(is_reference(points), "paper", "ours")
     front = pareto_front(points[points["origin"] == "ours"], x, y)
     points["on_front"] = points.index.isin(front.index)
     return points
+
+
+def pareto_defaults(table: pd.DataFrame, costs: Sequence[str], qualities: Sequence[str]) -> tuple[str, str, str]:
+    """(task, cost, quality) a Pareto page opens on: the first quality (``top1``), the task where most of our
+    runs have it and some cost, and that task's cost with the most such runs (ties: the declared order)."""
+    y = qualities[0]
+    ours = table[~is_reference(table) & table[y].notna()]
+    counts = {(task, x): int(rows[x].notna().sum()) for task, rows in ours.groupby("task") for x in costs}
+    if not counts or max(counts.values()) == 0:
+        return sorted(table["task"].unique())[0], costs[0], y
+    per_task = {task: max(n for (t, _), n in counts.items() if t == task) for task, _ in counts}
+    task = min(per_task, key=lambda t: (-per_task[t], t))
+    x = min(costs, key=lambda c: (-counts[(task, c)], costs.index(c)))
+    return task, x, y
+
+
+def spread_ties(cost: pd.Series, quality: pd.Series, log: bool, step: float = 0.02, close: float = 0.03) -> pd.Series:
+    """Positions to draw points at so that none hides another: points that share a cost and whose qualities lie
+    within ``close`` of the quality axis' span of each other are spread sideways around their cost, ``step`` of
+    the cost axis' span apart (in decades on a log axis), so that a dozen methods of one BOPs count stay apart.
+    Every other point stays at its cost; the data (and the tooltip) keep the true costs."""
+    x = np.log10(cost.astype(float).clip(lower=1e-300)) if log else cost.astype(float)
+    x_span = float(x.max() - x.min()) or 1.0
+    y_span = float(quality.max() - quality.min()) or 1.0
+    shifted = x.copy()
+    for _, members in x.groupby(x.round(9)):
+        if len(members) < 2:
+            continue
+        ordered = quality[members.index].sort_values(kind="stable")
+        # Runs of qualities closer than `close` form one cluster: the points that would overlap.
+        cluster = (ordered.diff().fillna(np.inf) > close * y_span).cumsum()
+        for _, indices in ordered.groupby(cluster).groups.items():
+            offsets = (np.arange(len(indices)) - (len(indices) - 1) / 2) * step * x_span
+            shifted[indices] = x[indices] + offsets
+    return 10**shifted if log else shifted
+
+
+# Ten colours (Tableau 10) times eight marker shapes: every method gets a pair of its own, up to 80 methods,
+# and neighbours in the legend differ in both.
+PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#bab0ac"]  # fmt: skip
+SHAPES = ["circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "triangle-left", "triangle-right"]
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Method -> (colour, shape), distinct pairs: the i-th method (sorted) gets colour i mod 10 and shape
+    (i + i // 10) mod 8; as 11 and 8 are coprime, no two of the first 80 methods share both."""
+    return {method: (PALETTE[i % len(PALETTE)], SHAPES[(i + i // len(PALETTE)) % len(SHAPES)])
+            for i, method in enumerate(sorted(set(methods)))}  # fmt: skip
+
+
+def point_labels(points: pd.DataFrame) -> pd.Series:
+    """What a point is called on the plot: its method, variant and deployable; ' (paper)' for a paper's value."""
+    label = points["method"] + points["variant"].where(points["variant"] == "", ":" + points["variant"])
+    label = label + points["deployable"].where(points["deployable"] == "", " {" + points["deployable"] + "}")
+    return label.where(points["origin"] == "ours", label + " (paper)")
 
 
 def deployable_curves(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -633,28 +1012,132 @@ def deployable_curves(points: pd.DataFrame, x: str) -> pd.DataFrame:
 
 # -------------------------------------------------------------------------------------- method, compare
 
-def method_info(slug: str) -> dict[str, Any] | None:
-    """The built-in method ``slug`` (paper, kind, taxonomy, scale) as the index has it; None for another method
-    (one a submission registers, or one this checkout does not have)."""
+def method_abouts(runs: pd.DataFrame) -> dict[str, dict]:
+    """Method -> what its newest record says it is (``Record.about``): for methods the index does not know."""
+    if runs.empty or "about" not in runs:
+        return {}
+    newest = runs.sort_values("timestamp", kind="stable").drop_duplicates("method", keep="last")
+    abouts = {method: json.loads(text) for method, text in zip(newest["method"], newest["about"], strict=True)}
+    return {method: about for method, about in abouts.items() if about}
+
+
+def declared_about(slug: str, abouts: Mapping[str, dict] | None = None) -> dict | None:
+    """What method ``slug`` is: the index's declaration of a built-in method, else what its records say."""
     spec = index.method(slug)
-    if spec is None:
+    if spec is not None:
+        return method_about(spec)
+    return (abouts or {}).get(slug)
+
+
+def bits_label(about: Mapping[str, Any] | None) -> str:
+    """'1/1', '3/3', '32/32': the weight and activation bit-widths a method declares it deploys at; '' unknown."""
+    taxonomy = (about or {}).get("taxonomy") or {}
+    if "weight_bits" not in taxonomy:
+        return ""
+    return f"{taxonomy['weight_bits']}/{taxonomy['activation_bits']}"
+
+
+def method_info(
+    slug: str, runs: pd.DataFrame | None = None, folders: Mapping[str, list[dict]] | None = None
+) -> dict[str, Any] | None:
+    """What the leaderboard says of method ``slug``: its paper, kind, taxonomy and scale, from the index for a
+    built-in method, else from its records (a submission's method records what its registration declared);
+    ``submissions``, the distinct submissions of it that ``runs``' records name, or whose ``submission.yaml``
+    (``folders``: :func:`folder_submissions`) declares it (team, licence, paper...); ``declared_by``:
+    ``registry``, ``records`` or ``submission`` (only its YAML). None when none of them knows the method."""
+    abouts = method_abouts(runs[runs["method"] == slug]) if runs is not None and not runs.empty else {}
+    about = declared_about(slug, abouts)
+    submissions = submissions_of(runs, slug) if runs is not None else []
+    known = {submission.get("folder") for submission in submissions}
+    submissions += [s for s in (folders or {}).get(slug, []) if s.get("folder") not in known]
+    if about is None and submissions:
+        # Records written before records carried what their method is: the submission's YAML says a little.
+        about = {"paper": submissions[0].get("paper") or {}}
+    if about is None:
         return None
+    taxonomy = about.get("taxonomy") or {}
+    paper = about.get("paper") or {}
     return {
-        "slug": spec.slug, "suite": spec.suite, "kind": spec.kind, "scale": spec.scale, "summary": spec.summary,
-        "paper": spec.paper.title, "year": spec.paper.year, "url": spec.paper.url,
-        "tags": taxonomy_tags(spec.taxonomy),
+        "slug": slug, "suite": about.get("suite", ""), "kind": about.get("kind", ""), "scale": about.get("scale", ""),
+        "summary": about.get("summary", ""), "paper": paper.get("title", ""), "year": paper.get("year", ""),
+        "url": paper.get("url", ""), "tags": taxonomy_tags(taxonomy) if taxonomy else [],
+        "submissions": submissions,
+        "declared_by": "registry" if index.method(slug) is not None else "records" if "kind" in about else "submission",
     }  # fmt: skip
 
 
-def taxonomy_tags(taxonomy: Any) -> list[str]:
-    """Short labels for an ``effbench.registry.Taxonomy``, as the leaderboard shows them."""
-    tags = [f"W{taxonomy.weight_bits}/A{taxonomy.activation_bits}", f"applied: {taxonomy.applied}",
-            f"data: {taxonomy.data}"]  # fmt: skip
-    if taxonomy.structured is not None:
-        tags.append("structured sparsity" if taxonomy.structured else "unstructured sparsity")
-    if taxonomy.dynamic:
+SUBMISSION_FILE = "submission.yaml"
+
+
+def folder_submissions(roots: Iterable[Path]) -> dict[str, list[dict]]:
+    """Method -> the submissions declaring it, read from the ``submission.yaml`` beside each result folder that is
+    a submission's (``submissions/<slug>/results``): team, licence, division, open tags, paper, folder. Read as
+    data (strict YAML); a file that cannot be read is left out, as ``effbench submit`` would refuse it."""
+    found: dict[str, list[dict]] = {}
+    for root in roots:
+        path = Path(root).parent / SUBMISSION_FILE
+        if Path(root).name != "results" or not path.is_file():
+            continue
+        try:
+            data = load_mapping(path, path.read_text(encoding="utf-8"), ValueError, "a mapping")
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        paper = data.get("paper") if isinstance(data.get("paper"), dict) else {}
+        submission = {"folder": path.parent.name, "team": str(data.get("team", "")),
+                      "licence": str(data.get("licence", "")), "division": str(data.get("division", "")),
+                      "open_tags": [str(tag) for tag in data.get("open_tags") or []],
+                      "paper": {key: paper.get(key) for key in ("title", "year", "url") if key in paper}}  # fmt: skip
+        for ref in data.get("methods") or []:
+            found.setdefault(str(ref).split(":")[0], []).append(submission)
+    return found
+
+
+def submissions_of(runs: pd.DataFrame, slug: str) -> list[dict]:
+    """The distinct ``about.submission`` entries of method ``slug``'s records (who submitted it, with what)."""
+    if runs.empty or "about" not in runs:
+        return []
+    found = {}
+    for text in runs.loc[runs["method"] == slug, "about"]:
+        submission = json.loads(text).get("submission")
+        if submission:
+            found[json.dumps(submission, sort_keys=True)] = submission
+    return list(found.values())
+
+
+def taxonomy_tags(taxonomy: Mapping[str, Any]) -> list[str]:
+    """Short labels for a taxonomy (``effbench.registry.Taxonomy`` as a mapping), as the leaderboard shows them."""
+    tags = [f"W{taxonomy.get('weight_bits')}/A{taxonomy.get('activation_bits')}", f"applied: {taxonomy.get('applied')}",
+            f"data: {taxonomy.get('data')}"]  # fmt: skip
+    if taxonomy.get("structured") is not None:
+        tags.append("structured sparsity" if taxonomy["structured"] else "unstructured sparsity")
+    if taxonomy.get("dynamic"):
         tags.append("dynamic")
     return tags
+
+
+def method_catalog(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per method with records: ``method``, ``suite``, ``paper`` (title and year), for the search box."""
+    if runs.empty:
+        return pd.DataFrame(columns=["method", "suite", "paper"])
+    abouts = method_abouts(runs)
+    rows = []
+    for slug, suite in runs[["method", "suite"]].drop_duplicates("method").itertuples(index=False):
+        paper = (declared_about(slug, abouts) or {}).get("paper") or {}
+        title = f"{paper['title']} ({paper.get('year', '')})" if paper.get("title") else ""
+        rows.append({"method": slug, "suite": suite, "paper": title})
+    return pd.DataFrame(rows).sort_values("method", ignore_index=True)
+
+
+def search_methods(catalog: pd.DataFrame, query: str) -> pd.DataFrame:
+    """The methods of ``catalog`` whose slug, suite or paper title holds every word of ``query`` (any case);
+    slugs that start with the query first."""
+    words = query.lower().split()
+    if not words or catalog.empty:
+        return catalog.iloc[:0]
+    text = (catalog["method"] + " " + catalog["suite"] + " " + catalog["paper"]).str.lower()
+    found = catalog[[all(word in row for word in words) for row in text]]
+    starts = found["method"].str.lower().str.startswith(query.lower().strip())
+    return found.assign(_first=~starts).sort_values(["_first", "method"]).drop(columns="_first")
 
 
 def method_runs(runs: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -664,8 +1147,19 @@ def method_runs(runs: pd.DataFrame, method: str) -> pd.DataFrame:
     rows = runs[runs["method"] == method]
     versions = sorted(c for c in runs.columns if c.startswith("v_"))
     columns = ["track", "task", "variant", "deployable", "seed", "budget", "division", "source", "hardware",
-               "git_commit", "timestamp", *versions, "config_hash", "config"]  # fmt: skip
-    return rows[columns].sort_values(["task", "track", "seed"], ignore_index=True)
+               "git_commit", "timestamp", *versions, "run_id", "config_hash", "config"]  # fmt: skip
+    rows = rows[columns].sort_values(["task", "track", "seed"], ignore_index=True)
+    # A paper's value ran on no commit of ours: say so instead of its placeholder 'none'.
+    return rows.assign(git_commit=rows["git_commit"].where(~is_reference(rows), NOT_RUN_HERE))
+
+
+NOT_RUN_HERE = "not run here (a paper's value)"
+DIRTY_SUFFIX = "+dirty"
+
+
+def dirty_records(runs: pd.DataFrame) -> int:
+    """How many records were measured from a working tree with uncommitted changes: their code is not a commit."""
+    return int(runs["git_commit"].astype(str).str.endswith(DIRTY_SUFFIX).sum()) if not runs.empty else 0
 
 
 def layer_table(tidy: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -710,7 +1204,8 @@ def compare_table(overview: pd.DataFrame, methods: Sequence[str]) -> pd.DataFram
     rows = rows.sort_values(["_order", "task", "variant", "budget"], kind="stable").drop(columns="_order")
     text = format_overview(rows).astype(str)
     shown = ["source", *(c for c in text.columns if c not in [*ROW_KEYS, "seeds"]), "seeds"]
-    return text.set_index(run_labels(rows))[shown].T.rename_axis(index="metric", columns=None)
+    table = text.set_index(run_labels(rows))[shown].T.rename_axis(index="metric", columns=None)
+    return table[(table != "").any(axis=1)]  # a metric none of them has is no comparison
 
 
 def to_csv(frame: pd.DataFrame) -> bytes:

@@ -140,8 +140,8 @@ def test_width_multiplier_scales_channels():
     assert convs == [64, 64, 128, 128, 256, 256]
 
 
-# The conv backbones; the MLP and the tiny transformer (patch tokens, tested on their own) have no windows.
-@pytest.mark.parametrize("slug", sorted(set(SLUGS) - {"mlp", "tiny-transformer"}))
+# The conv backbones; the MLPs and the tiny transformer (patch tokens, tested on their own) have no windows.
+@pytest.mark.parametrize("slug", sorted(set(SLUGS) - {"mlp", "embedding-mlp", "tiny-transformer"}))
 def test_vector_inputs_use_column_kernels_and_strides(slug):
     model = build(slug, (40,), 10)
     windowed = [layer for layer in model.layers if hasattr(layer, "strides")]
@@ -192,3 +192,51 @@ def test_bad_resnet_shortcut_raises():
 def test_conv_backbones_reject_other_input_ranks():
     with pytest.raises(ValueError, match="input shape"):
         build("resnet-cifar", (28, 28), 10)
+
+
+def producers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers whose outputs ``layer`` takes (its first call), in order."""
+    return [node.layer for node in layer.inbound_nodes[0].parent_nodes]
+
+
+def chain(layer: keras.layers.Layer, length: int) -> list[keras.layers.Layer]:
+    """``layer`` and the ``length - 1`` layers before it along first inputs, first to last."""
+    layers = [layer]
+    while len(layers) < length:
+        layers.insert(0, producers(layers[0])[0])
+    return layers
+
+
+def test_resnet20_blocks_are_bibench_basic_blocks_with_its_downsample_shortcuts():
+    """BiBench's BasicBlock: conv3x3-BN-act-conv3x3-BN, + identity or downsample (1x1 conv + BN), then act."""
+    model = build("resnet-cifar", (32, 32, 3), 10)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 9
+    projections = []
+    for add in adds:
+        shortcut, residual = producers(add)
+        block = chain(residual, 5)
+        assert [type(layer).__name__ for layer in block] == [
+            "Conv2D", "BatchNormalization", "ReLU", "Conv2D", "BatchNormalization"
+        ]  # fmt: skip
+        convs = [block[0], block[3]]
+        assert {conv.kernel_size for conv in convs} == {(3, 3)} and not any(conv.use_bias for conv in convs)
+        if isinstance(shortcut, keras.layers.BatchNormalization):
+            projection = producers(shortcut)[0]
+            assert (projection.kernel_size, projection.strides, projection.use_bias) == ((1, 1), (2, 2), False)
+            assert producers(projection) == producers(block[0])  # both branches start at the block input
+            projections.append(projection)
+        else:
+            assert isinstance(shortcut, keras.layers.ReLU)  # identity: the previous block's (or the stem's) act
+        assert [type(layer) for layer in model.layers if add in producers(layer)] == [keras.layers.ReLU]
+    assert len(projections) == 2  # where stages 2 and 3 halve the map and double the width
+    stem = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][0]
+    assert (stem.filters, stem.kernel_size, stem.strides) == (16, (3, 3), (1, 1))  # no max pool follows
+
+
+def test_vgg_small_on_digits_skips_the_third_pool_and_classifies_512_x_2_x_2_features():
+    model = build("vgg-small", (8, 8, 1), 10)
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 2
+    assert model.get_layer("logits").kernel.shape == (512 * 2 * 2, 10)
+    linear = [type(layer) for layer in model.layers if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)]
+    assert linear == [keras.layers.Conv2D] * 6 + [keras.layers.Dense]

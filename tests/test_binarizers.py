@@ -35,6 +35,25 @@ def approx_sign_gradient(x):
     return np.where((x >= -1) & (x < 0), 2 + 2 * x, np.where((x >= 0) & (x < 1), 2 - 2 * x, 0.0)).astype(np.float32)
 
 
+def bibench_binary_operand(x, scale_axes):
+    """BiBench's binary operand and its gradient (``XNORConv2d``, ``DoReFaConv2d``, ``BiRealConv2d``), transcribed:
+
+        binary = scale.detach() * torch.sign(x)
+        out = binary.detach() - torch.clamp(x, -1, 1).detach() + torch.clamp(x, -1, 1)
+
+    with scale = mean|x| over ``scale_axes``. Returns (out, d out / d x) for an upstream gradient of ones.
+    torch.sign(0) is 0; larq's sign, used here, gives +1 there (what Larq Compute Engine computes).
+    """
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scale = tf.reduce_mean(tf.abs(x), axis=scale_axes, keepdims=True)
+        binary = tf.stop_gradient(scale) * tf.sign(x)
+        clipped = tf.clip_by_value(x, -1.0, 1.0)
+        out = tf.stop_gradient(binary) - tf.stop_gradient(clipped) + clipped
+    return out.numpy(), tape.gradient(out, x).numpy()
+
+
 def quantizers_of(slug):
     method = MethodRef.parse(slug).create()
     return method.input_quantizer(), method.kernel_quantizer()
@@ -88,8 +107,8 @@ def test_bireal_activations_use_approx_sign_and_match_larq():
 KERNEL = np.array([[[[0.5, -1.0, 0.0], [-0.25, 2.0, -0.1]], [[1.0, -1.5, 0.3], [-0.75, 0.5, -0.2]]]], np.float32)
 
 
-@pytest.mark.parametrize("slug", ["xnor", "dorefa", "bireal"])
-def test_kernels_are_per_output_channel_mean_abs_times_sign_with_a_scaled_clipped_ste(slug):
+@pytest.mark.parametrize("slug", ["xnor", "dorefa", "bireal", "reactnet"])
+def test_kernels_are_per_output_channel_mean_abs_times_sign_with_bibench_unscaled_clipped_ste(slug):
     _, kernel_quantizer = quantizers_of(slug)
     assert isinstance(kernel_quantizer, ChannelScaledSign)
     alpha = np.abs(KERNEL).reshape(-1, 3).mean(axis=0)  # [0.625, 1.25, 0.15]
@@ -98,10 +117,14 @@ def test_kernels_are_per_output_channel_mean_abs_times_sign_with_a_scaled_clippe
     y, grad = value_and_gradient(kernel_quantizer, KERNEL, upstream)
     np.testing.assert_allclose(y, alpha * sign(KERNEL), rtol=1e-6)
     assert y[0, 0, 0, 2] == pytest.approx(0.15)  # sign(0) = +1
-    # The scale is detached: the gradient is alpha_c * 1[|W| <= 1] * upstream, nothing through alpha.
-    np.testing.assert_allclose(grad, alpha * ste(KERNEL) * upstream, rtol=1e-6)
-    assert grad[0, 1, 0, 0] == pytest.approx(0.625 * upstream[0, 1, 0, 0])  # |W| = 1 passes
+    # BiBench's detach trick: the gradient is that of clamp(W, -1, 1), 1[|W| <= 1] * upstream, without alpha.
+    np.testing.assert_array_equal(grad, ste(KERNEL) * upstream)
+    assert grad[0, 1, 0, 0] == upstream[0, 1, 0, 0]  # |W| = 1 passes, unscaled (alpha_0 = 0.625)
     assert grad[0, 0, 1, 1] == 0.0  # |W| = 2 does not
+    reference, reference_grad = bibench_binary_operand(KERNEL, scale_axes=[0, 1, 2])
+    np.testing.assert_array_equal(grad, reference_grad * upstream)
+    nonzero = KERNEL != 0
+    np.testing.assert_allclose(y[nonzero], reference[nonzero], rtol=1e-6)
 
 
 def test_dense_kernels_are_scaled_per_output_unit():
@@ -111,7 +134,7 @@ def test_dense_kernels_are_scaled_per_output_unit():
     np.testing.assert_allclose(grad, [[1.0, 0.0], [0.0, 1.0]], rtol=1e-6)
 
 
-def test_xnor_activations_are_per_sample_mean_abs_times_sign_with_a_scaled_clipped_ste():
+def test_xnor_activations_are_per_sample_mean_abs_times_sign_with_bibench_unscaled_clipped_ste():
     input_quantizer, _ = quantizers_of("xnor")
     assert isinstance(input_quantizer, SampleScaledSign)
     # Two samples of shape (H=1, W=2, C=2).
@@ -122,9 +145,13 @@ def test_xnor_activations_are_per_sample_mean_abs_times_sign_with_a_scaled_clipp
     y, grad = value_and_gradient(input_quantizer, a, upstream)
     np.testing.assert_allclose(y, beta * sign(a), rtol=1e-6)
     assert y[0, 0, 0, 0] == pytest.approx(0.875)  # sign(0) = +1
-    np.testing.assert_allclose(grad, beta * ste(a) * upstream, rtol=1e-6)
-    assert grad[0, 0, 0, 1] == pytest.approx(0.875 * 2)  # |a| = 1 passes
+    np.testing.assert_array_equal(grad, ste(a) * upstream)
+    assert grad[0, 0, 0, 1] == 2.0  # |a| = 1 passes, unscaled (beta_0 = 0.875)
     assert grad[0, 0, 1, 0] == 0.0 and grad[1, 0, 1, 1] == 0.0  # |a| > 1 does not
+    reference, reference_grad = bibench_binary_operand(a, scale_axes=[1, 2, 3])  # XNORConv2d's input
+    np.testing.assert_array_equal(grad, reference_grad * upstream)
+    nonzero = a != 0
+    np.testing.assert_allclose(y[nonzero], reference[nonzero], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +166,8 @@ def test_inner_convolutions_of_a_binarized_resnet_see_only_scaled_plus_minus_one
     names = binary_layer_names(model)
     assert len(names) > 2 and all(isinstance(model.get_layer(n), larq.layers.QuantConv2D) for n in names)
     float_linear = [type(layer) for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)]
-    assert float_linear == [keras.layers.Conv2D, keras.layers.Dense]  # the stem and the classifier stay float
+    # The stem, the two 1x1 shortcut projections (BiBench's float downsample) and the classifier stay float.
+    assert float_linear == [keras.layers.Conv2D] * 3 + [keras.layers.Dense]
     layer = model.get_layer(names[1])
     x = np.random.default_rng(0).standard_normal((4, *model.input_shape[1:])).astype(np.float32)
     activation = keras.Model(model.input, layer.input)(x)

@@ -133,15 +133,26 @@ def test_rprelu_is_a_shifted_prelu_per_channel():
     np.testing.assert_allclose(layer(x).numpy(), np.where(shifted >= 0, shifted, beta * shifted) + zeta, rtol=1e-6)
 
 
-def test_reactnet_replaces_relu_layers_by_rprelu_but_not_embedded_relus(binarized_models):
-    model = binarized_models["reactnet"]
+def test_reactnet_is_rsign_and_bi_real_weights_on_the_common_hard_tanh_backbone(binarized_models):
+    """BiBench's react operator: no RPReLU, the backbone's ReLUs become hard tanh as for every operator."""
+    model, bnn = binarized_models["reactnet"], build("bnn")
+    assert not any(isinstance(layer, RPReLU) for layer in model.layers)
+    activations = [layer.activation.__name__ for layer in model.layers if type(layer) is keras.layers.Activation]
+    assert activations == [layer.activation.__name__ for layer in bnn.layers if type(layer) is keras.layers.Activation]
+    assert set(activations) == {"hard_tanh"} and len(activations) == 19  # the stem's and two per basic block
+    assert all(isinstance(model.get_layer(n).input_quantizer, RSign) for n in binary_layer_names(model))
+    assert [type(layer) for layer in model.layers] == [type(layer) for layer in bnn.layers]
+
+
+def test_reactnet_rprelu_option_replaces_relu_layers_by_rprelu_but_not_embedded_relus():
+    model = build("reactnet:rprelu=true")
     assert not any(type(layer) is keras.layers.ReLU for layer in model.layers)
     assert not any(type(layer) is keras.layers.Activation for layer in model.layers)  # no hard tanh layers
     assert sum(isinstance(layer, RPReLU) for layer in model.layers) > 5
     assert all(isinstance(model.get_layer(n).input_quantizer, RSign) for n in binary_layer_names(model))
     rows = {row.name: row for row in count_complexity(model).layers}
     assert all(rows[layer.name].flops > 0 for layer in model.layers if isinstance(layer, RPReLU))
-    mlp = build("reactnet", "mnist1d")  # Dense(activation="relu"): binarize's hard tanh, no RPReLU
+    mlp = build("reactnet:rprelu=true", "mnist1d")  # Dense(activation="relu"): binarize's hard tanh, no RPReLU
     assert not any(isinstance(layer, RPReLU) for layer in mlp.layers)
     assert [layer.activation.__name__ for layer in mlp.layers if isinstance(layer, keras.layers.Dense)] == [
         "hard_tanh",
@@ -319,7 +330,7 @@ def test_inner_convolutions_of_a_binarized_resnet_see_only_plus_minus_one_times_
     names = binary_layer_names(model)
     assert len(names) > 2 and all(isinstance(model.get_layer(n), larq.layers.QuantConv2D) for n in names)
     float_linear = [type(layer) for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)]
-    assert float_linear == [keras.layers.Conv2D, keras.layers.Dense]
+    assert float_linear == [keras.layers.Conv2D] * 3 + [keras.layers.Dense]  # stem, 2 shortcut projections, logits
     layer = model.get_layer(names[1])
     x = np.random.default_rng(0).standard_normal((4, *model.input_shape[1:])).astype(np.float32)
     activation = keras.Model(model.input, layer.input)(x)

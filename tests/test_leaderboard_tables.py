@@ -3,12 +3,14 @@
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from effbench.hashing import stable_hash
+from effbench.protocol import SuiteProtocol
 from effbench.records import Record, ResultStore, tidy_rows
 from effbench.track import Metric
 from leaderboard import tables
@@ -196,12 +198,28 @@ def test_split_by_gives_one_table_per_value():
     assert list(parts) == ["digits", "mnist1d"] and "task" not in parts["digits"].columns
 
 
-def test_track_view_shows_scoped_metrics_as_columns():
+def edge_record(method="mlp", seed=0, cv=0.1, **fields) -> Record:
+    metrics = [Metric("converted", 1, "bool", "float32"), Metric("litert_t1_median_ms", 0.2, "ms", "float32"),
+               Metric("litert_t1_cv", cv, "ratio", "float32"), Metric("litert_t1_median_ms", 0.1, "ms", "int8"),
+               Metric("litert_t1_cv", 0.05, "ratio", "int8"), Metric("converter", "TFLite", "text")]  # fmt: skip
+    return make_record(method, seed=seed, track="edge", metrics=metrics, **fields)
+
+
+def test_track_view_leaves_per_layer_numbers_to_the_method_page():
     tidy = tables.records_frame([complexity_record(), make_record()])
     table = tables.track_table(tidy, "complexity")
-    assert list(table.columns) == [*tables.RUN_KEYS, "source", "params", "macs", "conv/macs", "conv/params",
-                                   "logits/macs", "seeds"]  # fmt: skip
-    assert table.loc[0, "conv/macs"] == 750
+    assert list(table.columns) == [*tables.RUN_KEYS, "source", "params", "macs", "seeds"]
+    assert tables.is_layer_row(tidy).sum() == 3 and tables.scoped_metrics(tidy, "complexity") == []
+
+
+def test_track_view_shows_scoped_metrics_of_variants_as_columns_or_one_metric_across_scopes():
+    tidy = tables.records_frame([edge_record("mlp"), edge_record("vgg-small")])
+    assert "float32/litert_t1_median_ms" in tables.track_table(tidy, "edge").columns
+    assert list(tables.track_table(tidy, "edge", scoped=False).columns) == [*tables.RUN_KEYS, "source", "seeds"]
+    assert tables.scoped_metrics(tidy, "edge") == ["litert_t1_median_ms", "litert_t1_cv", "converted"]  # declared order
+    per_variant = tables.scoped_table(tidy, "edge", "litert_t1_median_ms")
+    assert list(per_variant.columns) == [*tables.RUN_KEYS, "source", "float32", "int8", "seeds"]
+    assert per_variant["float32"].tolist() == [0.2, 0.2] and per_variant["int8"].tolist() == [0.1, 0.1]
 
 
 def test_filters_keep_the_chosen_values_and_empty_choices_keep_all():
@@ -351,3 +369,156 @@ def test_suite_summary_leaves_paper_values_out_and_is_empty_for_an_unknown_suite
     assert tables.suite_summary(frame, "pruning").empty
     untimed = tables.records_frame([make_record("biper", top1=0.6, suite="binarization", cpu="cpu-b")])
     assert tables.suite_summary(untimed, "binarization")["hardware"].tolist() == ["cpu-b, 2 threads"]
+
+
+# ------------------------------------------------------------------------------------ reading a view
+
+
+def test_the_default_budget_is_the_most_common_one_of_our_runs_plus_the_papers():
+    runs = tables.record_frames([make_record("a", budget="quick"), make_record("b", budget="quick"),
+                                 make_record("c", budget="smoke"),
+                                 make_record("d", budget="paper", source="paper: X")]).runs  # fmt: skip
+    assert tables.default_budgets(runs) == ["quick", "paper"]
+    tie = tables.record_frames([make_record("a", budget="smoke"), make_record("b", budget="quick")]).runs
+    assert tables.default_budgets(tie) == ["quick"] and tables.default_budgets(pd.DataFrame()) == []
+
+
+def test_reading_view_says_constant_keys_once_and_cites_papers():
+    records = [make_record("mlp", 0.9, seed=0), make_record("mlp", 0.92, seed=1),
+               make_record("vgg-small", 0.97, source="paper: Simonyan and Zisserman 2015")]  # fmt: skip
+    view = tables.reading_view(tables.overview_table(tables.records_frame(records)))
+    assert view.constants == {"budget": "quick", "division": "closed"}
+    assert list(view.table.columns) == ["method", "task", "source", "top1", "seeds"]
+    assert view.table["source"].tolist() == ["paper [1]", "ours"] and view.citations == {
+        1: "Simonyan and Zisserman 2015"}
+    assert view.table["top1"].tolist() == ["0.97", "0.91 ± 0.01"]
+    numbers = tables.reading_view(tables.overview_table(tables.records_frame(records)), as_text=False).table
+    assert "top1 std" in numbers.columns  # mlp's seeds spread
+    single = tables.reading_view(tables.overview_table(tables.records_frame(records[:1])), as_text=False).table
+    assert "top1 std" not in single.columns and "source" not in single.columns  # no spread; every row ours
+
+
+def test_timings_whose_calls_spread_are_flagged_per_run():
+    tidy = tables.records_frame([edge_record("mlp", seed=0, cv=2.5), edge_record("mlp", seed=1, cv=0.1),
+                                 edge_record("vgg-small", cv=0.2)])  # fmt: skip
+    noisy = tables.noisy_timings(tidy)
+    assert noisy[["method", "seed", "timing", "cv"]].values.tolist() == [
+        ["mlp", 0, "float32/litert_t1_median_ms", 2.5]]
+    table = tables.track_table(tidy, "edge")
+    assert tables.noisy_column(table, noisy).tolist() == ["float32/litert_t1_median_ms (cv 2.5)", ""]
+    named = tables.noisy_column(table.rename(columns={"float32/litert_t1_median_ms": "t1_ms"}), noisy,
+                                {"t1_ms": "float32/litert_t1_median_ms"})  # fmt: skip
+    assert named.tolist() == ["t1_ms (cv 2.5)", ""]
+
+
+def test_suite_table_has_the_protocols_columns_bit_widths_and_papers_in_rows_of_their_own():
+    protocol = SuiteProtocol("binarization", "test", summary_columns={
+        "top1": ("", "top1"), "top1_relative": ("", "top1_relative"), "fp32_top1": ("", "fp32_top1"),
+        "lce_t1_ms": ("lce", "lce_t1_median_ms")}, summary_outcomes=("lce",), summary_sort="top1_relative")
+    records = [*binarization_runs("bnn", [0.80, 0.82]), *binarization_runs("xnor", [0.90])]
+    records.append(make_record("bnn", metrics=[Metric("top1", 0.88, "ratio"), Metric("fp32_top1", 0.92, "ratio")],
+                               suite="binarization", source="paper: Courbariaux 2016", budget="paper"))  # fmt: skip
+    table = tables.suite_table(tables.records_frame(records), "binarization", protocol)
+    assert table["method"].tolist() == ["bnn", "xnor", "bnn"]  # by relative accuracy: the paper's 0.957 first
+    assert list(table.columns) == [*tables.ROW_KEYS, "W/A", "top1", "top1 std", "top1_relative", "top1_relative std",
+                                   "fp32_top1", "fp32_top1 std", "lce_t1_ms", "lce_t1_ms std", "lce", "seeds"]
+    assert table["W/A"].tolist() == ["1/1", "1/1", "1/1"] and table["seeds"].tolist() == [1, 1, 2]
+    assert table.loc[0, "top1_relative"] == pytest.approx(0.88 / 0.92)  # computed for the paper
+    assert table.loc[2, "top1 std"] == pytest.approx(0.01414, abs=1e-4) and table.loc[2, "lce"] == "converted"
+    assert tables.suite_table(tables.records_frame(records), "pruning", protocol).empty
+
+
+def test_suite_summary_keeps_budgets_apart_and_flags_noisy_timings():
+    records = binarization_runs("bnn", [0.8]) + binarization_runs("bnn", [0.1], budget="smoke")
+    noisy = edge_record("bnn", suite="binarization", cv=3.0)
+    records[2] = replace(noisy, metrics=[*records[2].metrics, Metric("litert_t1_cv", 3.0, "ratio", "float32")],
+                         config_hash=records[2].config_hash)  # fmt: skip
+    summary = tables.suite_summary(tables.records_frame(records), "binarization")
+    assert summary[["budget", "top1"]].values.tolist() == [["quick", "0.8"], ["smoke", "0.1"]]
+    assert summary["W/A"].tolist() == ["1/1", "1/1"]
+    assert summary["noisy"].tolist() == ["float32_t1_ms (cv 3)", ""]
+
+
+def test_pareto_opens_on_a_task_and_cost_with_runs_of_ours():
+    records = [make_record("bnn", 0.9, task="cifar10", source="paper: X"), complexity_record("mlp", 10.0),
+               make_record("mlp", 0.8), make_record("vgg-small", 0.9)]  # fmt: skip
+    table = tables.overview_table(tables.records_frame(records), metrics=None)
+    assert tables.pareto_defaults(table, ["params", "macs"], ["top1"]) == ("digits", "params", "top1")
+    points = tables.pareto_points(table, "macs", "top1")
+    assert {"macs std", "top1 std", "seeds", "origin", "on_front"} <= set(points.columns)
+
+
+def test_points_of_equal_cost_and_close_quality_are_spread_sideways_others_stay():
+    cost = pd.Series([10.0, 10.0, 10.0, 10.0, 1000.0])
+    quality = pd.Series([0.50, 0.505, 0.51, 0.90, 0.70])
+    shown = tables.spread_ties(cost, quality, log=True)
+    assert shown[3] == pytest.approx(10.0) and shown[4] == pytest.approx(1000.0)  # alone at its cost and quality
+    assert shown[0] < 10.0 < shown[2] and shown[1] == pytest.approx(10.0)  # three close ones, centred on their cost
+    assert shown[2] / 10.0 == pytest.approx(10.0 / shown[0])
+
+
+def test_every_method_gets_a_colour_and_shape_of_its_own():
+    styles = tables.method_styles(f"method-{i}" for i in range(80))
+    assert len(set(styles.values())) == 80
+    assert tables.method_styles(["b", "a"]) == {"a": (tables.PALETTE[0], "circle"), "b": (tables.PALETTE[1], "square")}
+
+
+def test_paper_values_name_no_threads_and_no_commit_and_dirty_records_are_counted():
+    paper = make_record("resnet-cifar", source="paper: He 2016")
+    paper = replace(paper, hardware={"cpu": "paper-reported", "cpu_threads": 0, "gpu": "none", "platform": "x"},
+                    git_commit="none")  # fmt: skip
+    dirty = replace(make_record("resnet-cifar", seed=1), git_commit="abc+dirty")
+    frames = tables.record_frames([paper, dirty])
+    runs = tables.method_runs(frames.runs, "resnet-cifar")
+    assert runs["hardware"].tolist() == ["paper-reported", "cpu-a, 2 threads"]
+    assert runs["git_commit"].tolist() == [tables.NOT_RUN_HERE, "abc+dirty"]
+    assert tables.dirty_records(runs) == 1
+
+
+def test_a_submitted_method_is_described_by_its_records_and_its_submission():
+    about = {"suite": "submissions", "kind": "operator", "scale": "full", "summary": "sign with a tanh gradient",
+             "paper": {"title": "IR-Net", "year": 2020, "url": "https://arxiv.org/abs/1909.10788"},
+             "taxonomy": {"weight_bits": 1, "activation_bits": 1, "applied": "training", "data": "labelled",
+                          "structured": None, "dynamic": False},
+             "submission": {"folder": "tanh", "team": "Lab", "licence": "MIT", "division": "closed", "open_tags": [],
+                            "paper": {"title": "IR-Net", "year": 2020, "url": "https://x"}}}  # fmt: skip
+    record = replace(make_record("tanh-sign", suite="submissions"), about=about)
+    runs = tables.record_frames([record]).runs
+    info = tables.method_info("tanh-sign", runs)
+    assert (info["summary"], info["paper"], info["kind"], info["declared_by"]) == (
+        "sign with a tanh gradient", "IR-Net", "operator", "records")
+    assert "W1/A1" in info["tags"] and info["submissions"] == [about["submission"]]
+    assert tables.bits_label(tables.method_abouts(runs)["tanh-sign"]) == "1/1"
+    assert tables.method_info("tanh-sign") is None
+
+
+def test_records_without_about_fall_back_on_the_submission_yaml(tmp_path):
+    folder = tmp_path / "submissions" / "team-x"
+    (folder / "results").mkdir(parents=True)
+    (folder / "submission.yaml").write_text("team: Team X\nmethods: [tanh-sign:beta=2]\nlicence: MIT\n"
+                                            "division: closed\npaper: {title: T, year: 2020, url: 'https://t'}\n")
+    found = tables.folder_submissions([folder / "results", tmp_path / "results" / "baselines"])
+    assert found["tanh-sign"][0]["team"] == "Team X"
+    runs = tables.record_frames([make_record("tanh-sign", suite="submissions")]).runs
+    info = tables.method_info("tanh-sign", runs, found)
+    assert (info["paper"], info["declared_by"], info["submissions"][0]["folder"]) == ("T", "submission", "team-x")
+
+
+def test_search_finds_methods_by_slug_or_paper_title_across_suites():
+    runs = tables.record_frames([make_record("mlp"), make_record("resnet-cifar"),
+                                 make_record("bnn", suite="binarization")]).runs  # fmt: skip
+    catalog = tables.method_catalog(runs)
+    assert tables.search_methods(catalog, "resnet")["method"].tolist() == ["resnet-cifar"]
+    assert tables.search_methods(catalog, "residual learning")["method"].tolist() == ["resnet-cifar"]
+    assert tables.search_methods(catalog, "binar")["method"].tolist() == ["bnn"]  # suite and title
+    assert tables.search_methods(catalog, "").empty and tables.search_methods(catalog, "zzz").empty
+
+
+def test_the_project_in_the_current_folder_is_the_default_else_the_checkout(tmp_path):
+    checkout = tmp_path / "checkout"
+    assert tables.project_root(tmp_path, checkout) == checkout
+    (tmp_path / "results").mkdir()
+    assert tables.project_root(tmp_path, checkout) == tmp_path
+    assert not tables.has_records(tmp_path / "results")
+    save_all(tmp_path / "results" / "mine", [make_record()])
+    assert tables.has_records(tmp_path / "results" / "mine")

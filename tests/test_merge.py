@@ -88,3 +88,64 @@ def test_hand_edited_records_and_files_are_refused(tmp_path, capsys):
     code, printed = merge(capsys, tmp_path / "b", out=tmp_path / "out")
     assert code == 2 and f"{kept}: its content differs from the size and SHA-256" in printed.err
     assert not (tmp_path / "out").exists()
+
+
+def rewrite(path, edit) -> None:
+    """Edit a record file and give it a matching content hash, as a careful forger would."""
+    from effbench.records import content_hash
+
+    data = json.loads(path.read_text())
+    edit(data)
+    data["content_hash"] = content_hash(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_file_path_leading_out_of_the_folder_is_refused_and_nothing_is_written(tmp_path, capsys):
+    import hashlib
+
+    outside = tmp_path / "hostname"
+    outside.write_bytes(b"a secret of the machine")
+    save(tmp_path / "a", "1111", {"int8.tflite": b"model"})
+    path = ResultStore(tmp_path / "a").record_paths()["1111"]
+    for forged in ("../../../../" + str(outside).lstrip("/"), str(outside)):
+        digest = hashlib.sha256(outside.read_bytes()).hexdigest()
+        rewrite(path, lambda d, p=forged, h=digest: d["files"].update(
+            {"int8.tflite": {"path": p, "bytes": len(outside.read_bytes()), "sha256": h}}))  # fmt: skip
+        code, printed = merge(capsys, tmp_path / "a", out=tmp_path / "out")
+        assert code == 2 and f"{path}: field 'files.int8.tflite'.path" in printed.err
+        assert "a record's files lie in its own files folder" in printed.err
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_kept_file_that_is_a_link_out_of_the_folder_is_refused(tmp_path, capsys):
+    save(tmp_path / "a", "1111", {"int8.tflite": b"model"})
+    kept = tmp_path / "a" / ResultStore(tmp_path / "a").find("1111").files["int8.tflite"]["path"]
+    outside = tmp_path / "model-elsewhere"
+    outside.write_bytes(b"model")  # the same bytes: only where it lies is wrong
+    kept.unlink()
+    kept.symlink_to(outside)
+    code, printed = merge(capsys, tmp_path / "a", out=tmp_path / "out")
+    assert code == 2 and f"leads to {outside}, outside its result folder" in printed.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    save(tmp_path / "a", "1111")
+    (tmp_path / "out").write_text("a file")
+    code, printed = merge(capsys, tmp_path / "a", out=tmp_path / "out")
+    assert code == 2 and "is a file, not a result folder" in printed.err
+    code, printed = merge(capsys, tmp_path / "missing", out=tmp_path / "merged")
+    assert code == 2 and "missing: no such result folder" in printed.err
+
+
+def test_two_different_records_of_one_run_in_one_folder_are_a_conflict(tmp_path, capsys):
+    save(tmp_path / "a", "1111", top1=0.9)
+    save(tmp_path / "b", "1111", top1=0.8, run_id="20261121T130000-bbbbbbbb")
+    first = ResultStore(tmp_path / "a").record_paths()["1111"]
+    copy = first.with_name("copy-" + first.name)
+    copy.write_text(ResultStore(tmp_path / "b").record_paths()["1111"].read_text())
+    save(tmp_path / "a", "2222")
+    code, printed = merge(capsys, tmp_path / "a", out=tmp_path / "out")
+    named = " and ".join(map(str, sorted([first, copy])))  # in the order the folder lists them
+    assert code == 2 and f"{named} are records of the same run" in printed.err  # not "2 new", writing 1
+    assert not (tmp_path / "out").exists()

@@ -52,12 +52,12 @@ def test_task_default_backbone_gives_the_config_of_our_run_plus_the_source(tmp_p
     assert record.config_hash != run.hash and record.training_hash != run.training.hash
 
 
-def test_other_backbone_is_the_operators_option_in_the_open_division(tmp_path):
+def test_other_backbone_is_the_operators_option_in_its_protocol_division(tmp_path):
     [record] = pr.paper_records(load(tmp_path, entry(backbone="vgg-small:width=1.0")))
-    assert record.variant == "backbone=vgg-small" and record.division == "open"
+    assert record.variant == "backbone=vgg-small" and record.division == "closed"  # a protocol backbone
     assert record.config["options"]["backbone"] == "vgg-small"
     [deeper] = pr.paper_records(load(tmp_path, entry(backbone="resnet-cifar:depth=32")))
-    assert deeper.variant == "backbone=resnet-cifar:depth=32"
+    assert deeper.variant == "backbone=resnet-cifar:depth=32" and deeper.division == "open"
 
 
 def test_float_reference_is_the_architecture_itself(tmp_path):

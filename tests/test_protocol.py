@@ -150,17 +150,17 @@ def test_a_declaration_that_cannot_be_applied_is_an_error_naming_the_suite(field
 def test_the_suite_summary_shows_the_columns_its_protocol_declares():
     records = binarization_runs("bnn", [0.8, 0.82]) + binarization_runs("xnor", [0.85])
     declared = tables.suite_summary(tables.records_frame(records), "binarization")
-    columns = [*protocol.protocol_for_suite("binarization").summary_columns, "seeds", "lce", "hardware"]
-    assert list(declared.columns) == [*tables.SUMMARY_KEYS, *columns]
+    columns = [*protocol.protocol_for_suite("binarization").summary_columns, "seeds", "lce", "noisy", "hardware"]
+    assert list(declared.columns) == [*tables.SUMMARY_KEYS, "W/A", *columns]
     own = SuiteProtocol("binarization", "toy", summary_columns={"bits": ("", "bops"), "acc": ("", "top1")},
                         summary_outcomes=("float32",), summary_sort="acc")  # fmt: skip
     table = tables.suite_summary(tables.records_frame(records), "binarization", own)
-    assert list(table.columns) == [*tables.SUMMARY_KEYS, "bits", "acc", "seeds", "float32", "hardware"]
+    assert list(table.columns) == [*tables.SUMMARY_KEYS, "W/A", "bits", "acc", "seeds", "float32", "noisy", "hardware"]
     assert table["method"].tolist() == ["xnor", "bnn"] and table["float32"].tolist() == ["converted"] * 2
 
 
 def test_a_suite_without_a_protocol_gets_the_default_summary():
     records = [make_record("toy-dense", top1=0.7, suite="toys")]
     table = tables.suite_summary(tables.records_frame(records), "toys")
-    assert list(table.columns) == [*tables.SUMMARY_KEYS, *protocol.DEFAULT_SUMMARY, "seeds", "hardware"]
+    assert list(table.columns) == [*tables.SUMMARY_KEYS, "W/A", *protocol.DEFAULT_SUMMARY, "seeds", "noisy", "hardware"]
     assert table["top1"].tolist() == ["0.7"]

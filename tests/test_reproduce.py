@@ -53,7 +53,7 @@ def test_recorded_runs_reproduce_into_another_folder_and_paper_records_are_left_
     before = snapshot(results)
     capsys.readouterr()
 
-    assert main(["reproduce", "--results", str(results), "--out", str(out)]) == 0
+    assert main(["reproduce", "--results", str(results), "--out", str(out), "--full"]) == 0
     text = capsys.readouterr().out
     assert "reproducing 4 recorded run(s)" in text and "4 ok" in text and MISMATCH not in text
     assert output_lines(text, "toy-halved", "accuracy", "fp32_top1", OK)
@@ -78,7 +78,7 @@ def test_a_value_changed_beyond_tolerance_is_a_mismatch(tmp_path, toy_methods, c
     before = snapshot(results)
     capsys.readouterr()
 
-    assert main(["reproduce", "--results", str(results), "--task", "digits"]) == 1
+    assert main(["reproduce", "--results", str(results), "--task", "digits", "--full"]) == 1
     text = capsys.readouterr().out
     assert output_lines(text, "accuracy", "top1", MISMATCH) and output_lines(text, "complexity", "macs", MISMATCH)
     assert output_lines(text, "accuracy", "loss", OK) and "2 MISMATCH" in text
@@ -181,3 +181,17 @@ def test_out_inside_the_results_folder_is_refused(tmp_path, capsys):
     (tmp_path / "records").mkdir()
     assert main(["reproduce", "--results", str(tmp_path), "--out", str(tmp_path / "again")]) == 2
     assert "never write there" in capsys.readouterr().err
+
+
+def test_the_report_lists_what_did_not_reproduce_and_counts_the_rest_unless_full(capsys):
+    from effbench.reproduce import Check, print_report
+    from tests.test_records import make_record
+
+    checks = [Check("", "top1", "ratio", 0.9, 0.5, "±0.02", MISMATCH), Check("", "macs", "count", 10, 10, EXACT, OK),
+              Check("", "loss", "nat", 0.3, 0.31, "x0.75..x1.25", OK)]  # fmt: skip
+    print_report([Outcome(make_record(), MISMATCH, checks=checks)])
+    text = capsys.readouterr().out
+    assert "2 metric(s) ok (--full lists every compared metric)" in text
+    assert output_lines(text, "top1", MISMATCH) and not output_lines(text, "macs", EXACT, OK)
+    print_report([Outcome(make_record(), MISMATCH, checks=checks)], full=True)
+    assert output_lines(capsys.readouterr().out, "macs", EXACT, OK)

@@ -223,7 +223,8 @@ def test_a_valid_folder_passes_check_with_a_summary_and_writes_nothing(tmp_path,
     out = capsys.readouterr().out
     assert out.startswith(f"OK: {yaml_path(folder)}")
     assert f"methods   {TOY_SLUG} (operator, method.py)" in out
-    assert "2 runs in 1 trainings" in out  # the twin's accuracy is recorded already
+    # The twin's accuracy is recorded already; its trained model is not, and the operator starts from it.
+    assert "2 runs in 2 trainings" in out
     assert snapshot(folder) == before and TOY_SLUG not in METHODS
 
 
@@ -233,8 +234,12 @@ def test_submit_runs_into_the_folder_and_a_rerun_skips_everything(tmp_path, caps
     out = capsys.readouterr().out
     assert "3 runs to do in 2 trainings" in out and "top1_relative" in out
     records = ResultStore(folder / "results").records()
-    assert sorted((r.method, r.track, r.division) for r in records) == [
-        ("resnet-cifar", "accuracy", "closed"), (TOY_SLUG, "accuracy", "closed"), (TOY_SLUG, "complexity", "closed"),
+    # method.py ran in the sandbox: its numbers (and its twin's, trained in the same process) say so, and
+    # each deployable's flatbuffer was scored again by a process that never saw the submission.
+    assert sorted((r.method, r.track, r.division, r.source) for r in records) == [
+        ("resnet-cifar", "accuracy", "closed", "sandbox"), ("resnet-cifar", "verified", "closed", "verified"),
+        (TOY_SLUG, "accuracy", "closed", "sandbox"), (TOY_SLUG, "complexity", "closed", "sandbox"),
+        (TOY_SLUG, "verified", "closed", "verified"),
     ]  # fmt: skip
     assert main(["submit", str(folder)]) == 0
     out = capsys.readouterr().out

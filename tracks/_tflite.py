@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from effbench.console import native_stderr_filtered
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 
@@ -87,14 +88,16 @@ def convert(model: keras.Model, variant: str, data: Calibration) -> bytes:
         # Float in and out, so every variant takes the same inputs and is scored the same way.
         converter.inference_input_type = tf.float32
         converter.inference_output_type = tf.float32
-    return converter.convert()
+    with native_stderr_filtered():  # the converter prints its settings from C++
+        return converter.convert()
 
 
 def convert_lce(model: keras.Model) -> bytes:
     """Larq Compute Engine's flatbuffer (float32 input and output, batch fixed to 1 by LCE)."""
     from larq_compute_engine import convert_keras_model
 
-    return convert_keras_model(model)
+    with native_stderr_filtered():
+        return convert_keras_model(model)
 
 
 def has_larq_layers(model: keras.Model) -> bool:
@@ -137,8 +140,9 @@ def litert_single_call(content: bytes, threads: int, sample: np.ndarray) -> Call
     """One batch-1 inference through LiteRT (XNNPACK applied by default): set input, invoke, read output."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=content, num_threads=threads)
-    interpreter.allocate_tensors()
+    with native_stderr_filtered():  # LiteRT announces its XNNPACK delegate from C++
+        interpreter = Interpreter(model_content=content, num_threads=threads)
+        interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     batch = sample[None].astype(np.float32)
@@ -155,10 +159,11 @@ def litert_predict(content: bytes, x: np.ndarray, threads: int) -> np.ndarray:
     """Outputs for all of ``x``, ``EVAL_BATCH`` inputs per invoke (the last batch padded with zeros)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=content, num_threads=threads)
-    input_index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
-    interpreter.allocate_tensors()
+    with native_stderr_filtered():
+        interpreter = Interpreter(model_content=content, num_threads=threads)
+        input_index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
+        interpreter.allocate_tensors()
     output_index = interpreter.get_output_details()[0]["index"]
     outputs = []
     for start in range(0, len(x), EVAL_BATCH):

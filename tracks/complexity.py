@@ -1,4 +1,4 @@
-r"""Complexity track: parameters, MACs, FLOPs, BOPs and packed size, counted from the Keras graph.
+r"""Complexity track: parameters, MACs, FLOPs, BOPs, OPs and packed size, counted from the Keras graph.
 
 Nothing is executed. Every count comes from the static shapes recorded in the layer graph and
 from the weight variables, and every count is **per example**: axis 0 (the batch axis) is dropped
@@ -33,7 +33,9 @@ depth multiplier :math:`m`, and :math:`S_{in}, S_{out}` the input/output spatial
 
 FLOPs = 2·MACs + bias adds + elementwise ops
 --------------------------------------------
-Elementwise costs, per output element unless said otherwise:
+Every MAC counts 2 FLOPs whatever its bit widths: a binary (XNOR-popcount) MAC too, so ``flops`` does
+not reflect binarization or quantization (``bops`` and ``ops`` do). Elementwise costs, per output element
+unless said otherwise:
 
 * bias add: 1 (layers with a bias)
 * activations, as a layer or as a layer's ``activation=`` argument: 1 for every nonlinearity
@@ -57,11 +59,20 @@ A weightless layer of any other type counts 0 but is listed in ``ComplexityRepor
 with a warning. A layer *with weights* of an unknown type raises :class:`ComplexityError` naming
 the layer and class, so nothing that holds parameters is silently miscounted.
 
-BOPs, size, params, sparsity
-----------------------------
-* BOPs = :math:`\text{MACs} \cdot b_w \cdot b_a` per layer (BiBench convention), with
-  :math:`(b_w, b_a)` from :func:`tracks._bits.layer_bit_widths`. A float layer therefore counts
-  :math:`32 \cdot 32 = 1024` BOPs per MAC; a binary layer 1.
+BOPs, OPs, size, params, sparsity
+---------------------------------
+* BOPs = :math:`\text{MACs} \cdot b_w \cdot b_a` per layer, with :math:`(b_w, b_a)` from
+  :func:`tracks._bits.layer_bit_widths`: the bit-operation count of mixed-precision quantization work,
+  every MAC weighted by the product of its operands' widths. A float layer therefore counts
+  :math:`32 \cdot 32 = 1024` BOPs per MAC; a binary layer 1. This is *not* what BiBench, Bi-Real Net and
+  ReActNet report; that is OPs.
+* OPs = BOPs / 64 + FLOPs, the convention of Bi-Real Net and ReActNet (after XNOR-Net) that binarization
+  papers, BiBench among them, report: a 64-bit CPU does 64 binary operations in one instruction.
+  Per layer, a layer whose weights *and* activations are both below 32 bits counts
+  :math:`\text{MACs} \cdot b_w \cdot b_a / 64` (1/64 per binary MAC, 1 per 8x8-bit MAC), every other
+  layer its MACs (the "FLOPs" of these papers are multiply-adds, like the MACs here; a layer with one
+  float operand, such as weight-only quantization, computes in float). Elementwise work (BN, activations,
+  pooling) is left out, as in those papers. A value of its own (a float: 1/64 of a MAC is not whole).
 * size_bits = :math:`\sum_{kernels} |K| \cdot b_w + \sum_{other} |W| \cdot 32`. Kernels are the
   ``kernel``, ``depthwise_kernel``, ``pointwise_kernel`` and ``embeddings`` variables; biases,
   BN :math:`\gamma, \beta` and the non-trainable moving statistics (they ship in the file) are float32.
@@ -119,22 +130,25 @@ class LayerComplexity:
     w_bits: int = FLOAT_BITS
     a_bits: int = FLOAT_BITS
     bops: int = 0
+    ops: float = 0.0
     size_bits: int = 0
     calls: int = 0
 
 
 _TOTALLED = (
     "params", "params_trainable", "params_nonzero", "kernel_params", "kernel_nonzero",
-    "macs", "flops", "bops", "size_bits",
+    "macs", "flops", "bops", "ops", "size_bits",
 )
 _PER_LAYER = (
-    ("params", "count"), ("macs", "count"), ("flops", "count"), ("bops", "count"), ("size_bits", "bit"),
+    ("params", "count"), ("macs", "count"), ("flops", "count"), ("bops", "count"), ("ops", "count"),
+    ("size_bits", "bit"),
 )
 _WHOLE_AND_LAYER = ("", "layer")
 # Headline costs first: the order in which the leaderboard offers them as Pareto axes.
 METRICS = (
     MetricSpec("macs", "count", "lower", "cost", _WHOLE_AND_LAYER),
     MetricSpec("bops", "count", "lower", "cost", _WHOLE_AND_LAYER),
+    MetricSpec("ops", "count", "lower", "cost", _WHOLE_AND_LAYER),
     MetricSpec("size_bits", "bit", "lower", "cost", _WHOLE_AND_LAYER),
     MetricSpec("params", "count", "lower", "cost", _WHOLE_AND_LAYER),
     MetricSpec("flops", "count", "lower", "cost", _WHOLE_AND_LAYER),
@@ -153,8 +167,8 @@ class ComplexityReport:
     uncounted: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def total(self, name: str) -> int:
-        """Sum of one integer column over all layers (each variable is in exactly one row)."""
+    def total(self, name: str) -> int | float:
+        """Sum of one column over all layers (each variable is in exactly one row); ``ops`` is a float."""
         if name not in _TOTALLED:
             raise KeyError(f"'{name}' is not a summable column; choose from {', '.join(_TOTALLED)}")
         return sum(getattr(row, name) for row in self.layers)
@@ -182,6 +196,10 @@ class ComplexityReport:
     @property
     def bops(self) -> int:
         return self.total("bops")
+
+    @property
+    def ops(self) -> float:
+        return self.total("ops")
 
     @property
     def size_bits(self) -> int:
@@ -212,6 +230,7 @@ class ComplexityReport:
             Metric("macs", self.macs, "count"),
             Metric("flops", self.flops, "count"),
             Metric("bops", self.bops, "count"),
+            Metric("ops", self.ops, "count"),
             Metric("size_bits", self.size_bits, "bit"),
             Metric("size_bytes", self.size_bytes, "byte"),
             Metric("sparsity", float(self.sparsity), "ratio"),
@@ -599,10 +618,22 @@ class _Counter:
         row.macs = macs
         row.flops = 2 * macs + sum(e for _, e in costs) * repeats
         row.bops = macs * row.w_bits * row.a_bits
+        row.ops = operations(macs, row.w_bits, row.a_bits)
+
+
+# Binary operations one 64-bit instruction does: the divisor of OPs = BOPs / 64 + FLOPs.
+BINARY_OPS_PER_INSTRUCTION = 64
+
+
+def operations(macs: int, w_bits: int, a_bits: int) -> float:
+    """OPs of ``macs`` MACs at ``(w_bits, a_bits)``: MACs w a / 64 when both are below 32 bits, else MACs."""
+    if w_bits < FLOAT_BITS and a_bits < FLOAT_BITS:
+        return macs * w_bits * a_bits / BINARY_OPS_PER_INSTRUCTION
+    return float(macs)
 
 
 def count_complexity(model: keras.Model) -> ComplexityReport:
-    """Count params, MACs, FLOPs, BOPs and packed size of ``model`` from its layer graph.
+    """Count params, MACs, FLOPs, BOPs, OPs and packed size of ``model`` from its layer graph.
 
     See the module docstring for the conventions. Raises :class:`ComplexityError` for models
     without a layer graph, unknown input shapes, and weighted layers of unknown type.
@@ -614,7 +645,7 @@ def count_complexity(model: keras.Model) -> ComplexityReport:
 
 @register_track(
     "complexity",
-    summary="params, MACs, FLOPs, BOPs and packed size, counted from the Keras graph",
+    summary="params, MACs, FLOPs, BOPs, OPs (BOPs/64 + FLOPs) and packed size, counted from the Keras graph",
     needs_task_data=False,
     metrics=METRICS,
 )

@@ -22,6 +22,12 @@ The model is converted into the variants of :mod:`tracks._tflite` (``float32``, 
 - ``top1`` (ratio, with task data): fraction of the test split whose argmax output is the label.
 - ``agreement`` (ratio, with task data): fraction of the test split where the variant's argmax equals
   the Keras model's argmax (1.0 = conversion changed no decision).
+- Tasks of other kinds (``TaskSpec.kind``) get their primary metric of :mod:`tracks._quality` in place of
+  ``top1`` and agreement as the kind needs: segmentation ``miou`` and ``agreement`` over pixels (the fraction
+  of test pixels whose class is the Keras model's); CTR ``auc`` and ``agreement`` of the click decisions
+  (p > 0.5); super-resolution ``psnr_y`` and ``agreement_psnr``, the PSNR (dB, peak 1) of the variant's
+  output images against the Keras model's (at most 100 dB); regression ``rmse`` and ``agreement_rmse``, the
+  RMS difference of the two models' outputs.
 - ``run_error`` (text): a variant that converted but that its interpreter could not run.
 
 The ``edge-lce`` track measures only ``float32`` and ``lce`` (the pair a binarization sweep compares),
@@ -55,10 +61,10 @@ import numpy as np
 
 # The benchmark-log parser lives in the core (effbench device-result uses it); re-exported for this track's users.
 from effbench.benchmark_log import benchmark_model_metrics, parse_benchmark_model_output  # noqa: F401
-from effbench.registry import MetricSpec, register_track
+from effbench.registry import MetricSpec, TaskSpec, register_track
 from effbench.tf import tf
 from effbench.track import MeasureContext, Metric, Track
-from tracks import _tflite
+from tracks import _quality, _tflite
 from tracks._timing import TimingPolicy, time_calls, timing_specs
 
 # Lighter than the default policy: up to 5 variants x 2 thread counts are timed per model.
@@ -69,12 +75,20 @@ DEPLOYED = "deployed"
 # Threads of the interpreter that scores the test split (accuracy does not depend on it).
 EVAL_THREADS = 2
 KERAS_EVAL_BATCH = 256
+# Identical outputs would have an infinite PSNR; agreement_psnr is capped here.
+MAX_AGREEMENT_PSNR = 100.0
 _CONVERSION = ("conversion",)
 METRICS = (
     MetricSpec("size_bytes", "byte", "lower", "cost", _CONVERSION),
     *timing_specs("<runtime>_t<threads>", _CONVERSION),
     MetricSpec("top1", "ratio", "higher", "quality", _CONVERSION),
     MetricSpec("agreement", "ratio", "higher", "quality", _CONVERSION),
+    MetricSpec("miou", "ratio", "higher", "quality", _CONVERSION),
+    MetricSpec("auc", "ratio", "higher", "quality", _CONVERSION),
+    MetricSpec("psnr_y", "dB", "higher", "quality", _CONVERSION),
+    MetricSpec("agreement_psnr", "dB", "higher", "quality", _CONVERSION),
+    MetricSpec("rmse", "value", "lower", "quality", _CONVERSION),
+    MetricSpec("agreement_rmse", "value", "lower", "quality", _CONVERSION),
     MetricSpec("converted", "bool", "higher", "info", _CONVERSION),
     MetricSpec("converter_error", "text", "none", "info", _CONVERSION),
     MetricSpec("run_error", "text", "none", "info", _CONVERSION),
@@ -102,12 +116,21 @@ LCE = Backend("lce", _tflite.lce_single_call, _tflite.lce_predict)
 
 @dataclass(frozen=True)
 class Inputs:
-    """What every variant is fed: one timing input, and the test split with Keras's decisions."""
+    """What every variant is fed: one timing input, and the test split with Keras's decisions.
+
+    ``keras_argmax`` holds the Keras model's decisions (per example, or per pixel for segmentation);
+    ``keras_outputs`` its raw outputs, which super-resolution and regression compare with. ``task`` is the
+    task's spec (None: classification with no other context).
+    """
 
     sample: np.ndarray
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     keras_argmax: np.ndarray | None = None
+    keras_outputs: np.ndarray | None = None
+    task: TaskSpec | None = None
+    # The image each test example is a patch of (super-resolution; Task.test_groups), or None.
+    groups: np.ndarray | None = None
 
 
 def runtime_metrics(with_lce: bool) -> list[Metric]:
@@ -142,11 +165,32 @@ def latency_metrics(backend: Backend, content: bytes, sample: np.ndarray, varian
 
 
 def accuracy_metrics(backend: Backend, content: bytes, inputs: Inputs, variant: str) -> list[Metric]:
-    predicted = backend.predict(content, inputs.x_test, EVAL_THREADS).argmax(axis=1)
-    return [
-        Metric("top1", float(np.mean(predicted == inputs.y_test)), "ratio", variant),
-        Metric("agreement", float(np.mean(predicted == inputs.keras_argmax)), "ratio", variant),
-    ]
+    outputs = np.asarray(backend.predict(content, inputs.x_test, EVAL_THREADS))
+    kind = inputs.task.kind if inputs.task is not None else "classification"
+    if kind in ("super-resolution", "regression"):
+        return [Metric(m.name, m.value, m.unit, variant) for m in value_agreement(outputs, inputs)]
+    predicted = _quality.decisions(kind, outputs)
+    agreement = Metric("agreement", float(np.mean(predicted == inputs.keras_argmax)), "ratio", variant)
+    if kind == "segmentation":
+        confusion = _quality.confusion_matrix(predicted, inputs.y_test, inputs.task.num_classes)
+        return [Metric("miou", _quality.mean_iou(confusion), "ratio", variant), agreement]
+    if kind == "ctr":
+        auc = _quality.roc_auc(_quality.click_probability(outputs), inputs.y_test)
+        return [Metric("auc", auc, "ratio", variant), agreement]
+    return [Metric("top1", float(np.mean(predicted == inputs.y_test)), "ratio", variant), agreement]
+
+
+def value_agreement(outputs: np.ndarray, inputs: Inputs) -> list[Metric]:
+    """A super-resolution or regression variant's primary metric, and how close its outputs are to Keras's."""
+    spec = inputs.task
+    if spec.kind == "super-resolution":
+        scale = spec.output_shape[0] // spec.input_shape[0]
+        value_psnr, _ = _quality.super_resolution_scores(outputs, inputs.y_test, scale, inputs.groups)
+        agreement = min(_quality.output_psnr(outputs, inputs.keras_outputs), MAX_AGREEMENT_PSNR)
+        return [Metric("psnr_y", value_psnr, "dB"), Metric("agreement_psnr", agreement, "dB")]
+    rmse = next(m for m in _quality.regression_metrics(outputs, inputs.y_test) if m.name == "rmse")
+    difference = float(np.sqrt(np.mean((outputs - inputs.keras_outputs.reshape(outputs.shape)) ** 2)))
+    return [rmse, Metric("agreement_rmse", difference, "value")]
 
 
 def measure_variant(
@@ -176,8 +220,13 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     splits = context.splits
     if splits is None:
         return Inputs(sample=data.samples[0])
-    outputs = context.model.predict(splits.x_test, batch_size=KERAS_EVAL_BATCH, verbose=0)
-    return Inputs(splits.x_test[0], splits.x_test, splits.y_test.astype(int), np.asarray(outputs).argmax(axis=1))
+    outputs = np.asarray(context.model.predict(splits.x_test, batch_size=KERAS_EVAL_BATCH, verbose=0))
+    spec = context.task.spec if context.task is not None else None
+    kind = spec.kind if spec is not None else "classification"
+    labels = splits.y_test if kind in ("super-resolution", "regression") else splits.y_test.astype(int)
+    decided = None if kind in ("super-resolution", "regression") else _quality.decisions(kind, outputs)
+    groups = context.task.test_groups() if context.task is not None else None
+    return Inputs(splits.x_test[0], splits.x_test, labels, decided, outputs, spec, groups)
 
 
 def deployed_metrics(measured: list[Metric], context: MeasureContext, inputs: Inputs) -> list[Metric]:

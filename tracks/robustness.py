@@ -12,6 +12,11 @@ set (x_i, y_i) and corruption c at severity s, with acc(X) the top-1 of the mode
 
 The corrupted images depend only on the test split, the corruption, the severity and a fixed seed, so
 every method and every run seed is scored on the same corrupted test sets.
+
+The track corrupts what it has corruptions for: classification tasks whose inputs are images, or real-valued
+vectors or sequences (``CORRUPTED_MODALITIES``). On any other task (ids, sets, frames; segmentation,
+super-resolution, CTR) it measures nothing and says so, rather than failing: ``applicable`` = 0 and
+``not_applicable`` (text) gives the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from effbench.registry import MetricSpec, register_track
+from effbench.registry import MetricSpec, TaskSpec, register_track
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric, Track
 from tracks._corruptions import SEVERITIES, corruptions_for
@@ -32,7 +37,11 @@ METRICS = (
     MetricSpec("relative_drop", "ratio", "lower", "quality"),
     MetricSpec("corruption_top1", "ratio", "higher", "quality", ("corruption",)),
     MetricSpec("top1", "ratio", "higher", "quality", ("corruption/severity",)),
+    MetricSpec("applicable", "bool", "none", "info"),
+    MetricSpec("not_applicable", "text", "none", "info"),
 )
+# The input modalities the corruptions of tracks/_corruptions.py apply to (sequences take the vector noise).
+CORRUPTED_MODALITIES = {"image": "image", "vector": "vector", "sequence": "vector"}
 
 
 def classifier(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
@@ -50,6 +59,20 @@ def classifier(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np
         return np.concatenate([predict(x[i:i + EVAL_BATCH]).numpy() for i in range(0, len(x), EVAL_BATCH)])
 
     return classify
+
+
+def not_applicable_reason(spec: TaskSpec) -> str | None:
+    """Why the track measures nothing on this task, or None when it applies."""
+    if spec.modality not in CORRUPTED_MODALITIES:
+        return (f"no corruptions for '{spec.modality}' inputs (task '{spec.slug}'): only images and "
+                f"real-valued vectors or sequences are corrupted")  # fmt: skip
+    if spec.kind != "classification":
+        return f"the robustness track scores classification; task '{spec.slug}' is {spec.kind}"
+    return None
+
+
+def not_applicable_metrics(reason: str) -> list[Metric]:
+    return [Metric("applicable", 0, "bool"), Metric("not_applicable", reason, "text")]
 
 
 def robustness_metrics(clean: float, corrupted: Mapping[str, Sequence[float]]) -> list[Metric]:
@@ -73,7 +96,7 @@ def robustness_metrics(clean: float, corrupted: Mapping[str, Sequence[float]]) -
 
 @register_track(
     "robustness",
-    summary="top-1 under CIFAR-10-C corruptions (images) or additive noise (vectors), severities 1-5",
+    summary="top-1 under CIFAR-10-C corruptions (images) or additive noise (vectors), severities 1-5; else n/a",
     needs_task_data=True,
     metrics=METRICS,
 )
@@ -81,6 +104,9 @@ class RobustnessTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:
         if context.splits is None or context.task is None:
             raise ValueError("the robustness track needs a task (its test split): pass --task")
+        reason = not_applicable_reason(context.task.spec)
+        if reason is not None:
+            return not_applicable_metrics(reason)
         x, labels = context.splits.x_test, context.splits.y_test.astype(int)
         classify = classifier(context.model, x.shape[1:])
 
@@ -89,6 +115,6 @@ class RobustnessTrack(Track):
 
         corrupted = {
             corruption.name: [top1(corruption(x, severity)) for severity in SEVERITIES]
-            for corruption in corruptions_for(context.task.spec.modality)
+            for corruption in corruptions_for(CORRUPTED_MODALITIES[context.task.spec.modality])
         }
         return robustness_metrics(top1(x), corrupted)

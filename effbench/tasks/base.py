@@ -96,17 +96,50 @@ class Task(abc.ABC):
         """Float32 inputs shaped ``spec.input_shape`` and int32 labels, for all three splits."""
 
     def load(self) -> Splits:
+        """The splits, after checking they are what the spec declares (see :func:`check_splits`)."""
         splits = self.load_splits()
-        expected = self.spec.input_shape
-        for name in ("x_train", "x_val", "x_test"):
-            shape = getattr(splits, name).shape[1:]
-            if tuple(shape) != tuple(expected):
-                raise ValueError(f"task '{self.spec.slug}': {name} has shape {shape}, expected {expected}")
-        # Loaders promise float32 inputs and int32 labels; a float64 array would silently double
-        # memory and change numerics, so a wrong dtype is a loader bug, not something to coerce.
-        for name in ("x_train", "x_val", "x_test", "y_train", "y_val", "y_test"):
-            dtype = getattr(splits, name).dtype
-            wanted = np.float32 if name.startswith("x") else np.int32
-            if dtype != wanted:
-                raise ValueError(f"task '{self.spec.slug}': {name} has dtype {dtype}, expected {wanted.__name__}")
+        check_splits(self.spec, splits)
         return splits
+
+    def reference_outputs(self, x: np.ndarray) -> np.ndarray | None:
+        """What a method-free reference predicts for ``x`` (bicubic upsampling for super-resolution), or None.
+
+        The accuracy track scores it beside the model, as the row every method of the field must beat.
+        """
+        return None
+
+    def test_groups(self) -> np.ndarray | None:
+        """Where test examples are patches of larger images: the image index of each, so that metrics that
+        the field computes per image (PSNR) count each image once; None when every example stands alone."""
+        return None
+
+
+def check_splits(spec: TaskSpec, splits: Splits) -> None:
+    """Raise ValueError unless every split matches ``spec``: inputs float32 shaped ``input_shape``, labels of
+    the kind's dtype shaped ``output_shape``, as many labels as inputs, class labels in ``[0, num_classes)``,
+    ids in ``[0, vocabulary)``, and no NaN or infinity."""
+    wanted_label = np.dtype(spec.quality.label_dtype)
+    for part in ("train", "val", "test"):
+        x, y = getattr(splits, f"x_{part}"), getattr(splits, f"y_{part}")
+        if tuple(x.shape[1:]) != tuple(spec.input_shape):
+            raise ValueError(f"task '{spec.slug}': x_{part} has shape {x.shape[1:]}, expected {spec.input_shape}")
+        if tuple(y.shape[1:]) != tuple(spec.output_shape):
+            raise ValueError(f"task '{spec.slug}': y_{part} has shape {y.shape[1:]}, expected {spec.output_shape}")
+        # Loaders promise float32 inputs and labels of the kind's dtype; a float64 array would silently double
+        # memory and change numerics, so a wrong dtype is a loader bug, not something to coerce.
+        for name, array, dtype in ((f"x_{part}", x, np.dtype(np.float32)), (f"y_{part}", y, wanted_label)):
+            if array.dtype != dtype:
+                raise ValueError(f"task '{spec.slug}': {name} has dtype {array.dtype}, expected {dtype.name}")
+        if len(x) != len(y):
+            raise ValueError(f"task '{spec.slug}': {len(x)} inputs in x_{part} but {len(y)} labels")
+        _check_values(spec, part, x, y)
+
+
+def _check_values(spec: TaskSpec, part: str, x: np.ndarray, y: np.ndarray) -> None:
+    if spec.num_classes and y.size and (y.min() < 0 or y.max() >= spec.num_classes):
+        raise ValueError(f"task '{spec.slug}': y_{part} holds labels outside 0..{spec.num_classes - 1}")
+    if spec.vocabulary and x.size and (x.min() < 0 or x.max() >= spec.vocabulary or np.any(x != np.round(x))):
+        raise ValueError(f"task '{spec.slug}': x_{part} holds values that are not ids in 0..{spec.vocabulary - 1}")
+    for name, array in ((f"x_{part}", x), (f"y_{part}", y)):
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"task '{spec.slug}': {name} holds NaN or infinite values")

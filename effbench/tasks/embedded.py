@@ -3,6 +3,16 @@
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images).
 * ``mnist1d``: MNIST-1D (Greydanus & Kobak, 2020), generated locally by the ``mnist1d`` package
   with its default arguments and cached under :func:`effbench.tasks.base.cache_dir`.
+* ``mnist1d-seq``: the same signals as sequences of 40 steps of one value (a view of ``mnist1d``).
+
+None of them declares ``finetune_recipes``: a method that starts from trained weights (the binarization
+operators start from the trained FP32 twin) trains with the task's recipe for the budget. That is what
+BiBench does: it fine-tunes each binarized CIFAR-10 network from the float checkpoint with a full schedule
+(``configs/acc_cifar10/resnet20_*``: Adam 1e-3 or SGD 0.1, cosine, 400 epochs, from
+``init_cfg=Pretrained``; the float networks train 200), not a shorter one, and the ``quick`` recipes are
+already its Adam 1e-3 cosine schedule. Their epochs are the least that converge the float backbones on two
+CPU cores; a binarized network needs at least as many (trained from scratch, bnn was still improving at 15
+epochs on digits), so a shorter fine-tune would again measure convergence speed.
 """
 
 from __future__ import annotations
@@ -89,6 +99,36 @@ class Mnist1d(Task):
         data = load_mnist1d()
         splits = splits_from_train_test(data["x"], data["y"], data["x_test"], data["y_test"])
         return standardize(splits)
+
+
+@register_task(
+    TaskSpec(
+        slug="mnist1d-seq",
+        summary="MNIST-1D seen as a sequence of 40 time steps of 1 value, for recurrent models (a view of mnist1d)",
+        input_shape=(40, 1),
+        num_classes=10,
+        default_backbone="mlp",
+        modality="sequence",
+        embedded=True,
+        target_accuracy=0.6,
+    )
+)
+class Mnist1dSeq(Task):
+    """``mnist1d``'s splits, recipes and cache, each signal seen as (time, feature) = (40, 1).
+
+    A view, not a copy: the arrays are ``mnist1d``'s, reshaped (NumPy shares their memory), so the two tasks
+    score every method on exactly the same examples, and a recurrent model reads one value per time step.
+    """
+
+    recipes = Mnist1d.recipes
+
+    def load_splits(self) -> Splits:
+        flat = Mnist1d().load_splits()
+
+        def steps(x: np.ndarray) -> np.ndarray:
+            return x.reshape(len(x), 40, 1)
+
+        return Splits(steps(flat.x_train), flat.y_train, steps(flat.x_val), flat.y_val, steps(flat.x_test), flat.y_test)
 
 
 def standardize(splits: Splits) -> Splits:

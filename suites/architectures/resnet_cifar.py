@@ -19,6 +19,25 @@ what PyTorch reports): depth 20 B 274,042 (272,474 trainable); depth 20 A 269,72
 al.'s 0.27M; depth 56 B 860,026 (855,770 trainable); depth 56 A 853,018 trainable, He et al.'s
 0.85M; depth 18 11,183,562 (11,173,962 trainable, the usual 11.17M).
 
+Against BiBench's ResNet-20 (htqin/BiBench: ``bibench/models/backbones/resnet.py`` ``BasicBlock`` and
+``ResLayer``, ``resnet_cifar.py`` ``ResNet_CIFAR``, ``configs/_base_/models/resnet20.py``), the binarization
+suite's default image backbone:
+
+- block: the same. BiBench's ``BasicBlock`` is conv3x3 (stride s, no bias) - BN - act - conv3x3 (no bias)
+  - BN, plus the shortcut, then act; the shortcut is the identity, or, where the stride or the width
+  changes (``stride != 1 or in_channels != out_channels``), ``downsample`` = 1x1 conv (stride s, no bias)
+  + BN and no activation: shortcut "B" here, the default. Binarized, its ``act`` is hard tanh, and only
+  the two 3x3 convs take the operator (``conv_cfg``); ``downsample_conv_cfg=None`` keeps the 1x1
+  projection float, which the operator protocol does too (``suites.binarization.operators``).
+- stem and head: the same kinds (conv3x3 stride 1, no bias - BN - act, no max pool; global average pool
+  - a float linear classifier), with one difference: BiBench's ``resnet20.py`` sets ``base_channels=16``
+  but leaves ``stem_channels`` at its default 64, so its stem is 3 -> 64 channels and the first block of
+  stage 1 (64 -> 16) has a float 1x1 projection. Here the stem has He et al.'s 16 channels and stage 1 has
+  identity shortcuts only (the usual ResNet-20, 0.27M parameters).
+- padding: BiBench pads 3x3 convs by 1 on every side; Keras "same" gives the same for stride 1 and, for
+  stride 2 on an even size, pads bottom/right only (below).
+- BN momentum 0.1 in PyTorch's convention, as here (``BN_MOMENTUM``).
+
 Paper: He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
 (https://arxiv.org/abs/1512.03385). Deviations: convs have no bias (BN follows each); Keras "same"
 padding puts the extra pad row/column of a stride-2 3x3 conv at the bottom/right; strides that

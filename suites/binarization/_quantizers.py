@@ -8,6 +8,8 @@ modules import from here so each mechanism is written once.
   ``sign(0) = +1`` (``larq.math.sign``), backward ``1`` where ``|x| <= 1`` and ``0`` elsewhere.
 * :func:`mean_abs_per_output_channel` and :func:`mean_abs_per_sample` are the XNOR-Net scales, detached
   (``tf.stop_gradient``), as in BiBench's operator code.
+* :func:`scaled_clipped_ste_sign` is ``scale * sign(x)`` with BiBench's detach-trick gradient: the
+  clipped STE, *unscaled*.
 * :class:`ChannelScaledSign` (kernels) and :class:`SampleScaledSign` (activations) are the scaled signs
   as larq quantizers.
 
@@ -42,6 +44,25 @@ def clipped_ste_sign(x: tf.Tensor) -> tf.Tensor:
     return larq.quantizers.ste_sign(x, clip_value=1.0)
 
 
+def scaled_clipped_ste_sign(x: tf.Tensor, scale: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """``scale(x) * sign(x)`` forward (0 -> +1); the incoming gradient where |x| <= 1, zero elsewhere, backward.
+
+    BiBench's operators write it with the detach trick (``xnor.py``, ``dorefa.py``, ``bireal.py``,
+    ``react.py``: ``binary.detach() - clamp(x, -1, 1).detach() + clamp(x, -1, 1)`` with ``binary = scale *
+    sign(x)``), whose gradient is that of ``clamp(x, -1, 1)``: the scale is in the forward value only. A
+    custom gradient gives the same gradient with the forward value exactly ``scale * sign(x)``.
+    """
+
+    @tf.custom_gradient
+    def quantize(x: tf.Tensor) -> tf.Tensor:
+        def grad(upstream: tf.Tensor) -> tf.Tensor:
+            return upstream * tf.cast(tf.abs(x) <= 1.0, upstream.dtype)
+
+        return scale(x) * larq.math.sign(x), grad
+
+    return quantize(x)
+
+
 def mean_abs_per_output_channel(kernel: tf.Tensor) -> tf.Tensor:
     """mean|W| over every axis but the last (the output channels of a Conv2D / Dense kernel), detached.
 
@@ -60,15 +81,15 @@ def mean_abs_per_sample(activation: tf.Tensor) -> tf.Tensor:
 
 
 class _ScaledSign(larq.quantizers._BaseQuantizer):
-    """A detached positive scale times the clipped-STE sign; subclasses pick the scale."""
+    """A positive scale times the sign, with the unscaled clipped STE (:func:`scaled_clipped_ste_sign`);
+    subclasses pick the scale."""
 
     precision = 1
-    # The detached scale of a tensor (mean_abs_per_output_channel or mean_abs_per_sample).
+    # The scale of a tensor (mean_abs_per_output_channel or mean_abs_per_sample).
     scale: ClassVar[Callable[[tf.Tensor], tf.Tensor]]
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        outputs = self.scale(inputs) * clipped_ste_sign(inputs)
-        return super().call(outputs)
+        return super().call(scaled_clipped_ste_sign(inputs, self.scale))
 
 
 @larq.utils.register_keras_custom_object
@@ -78,9 +99,13 @@ class ChannelScaledSign(_ScaledSign):
     Forward and pseudo-gradient, with :math:`\alpha_c = \frac{1}{n}\sum_{i} |W_{i,c}|` over the n weights
     of output channel c (a constant to the gradient, ``stop_gradient``)::
 
-        q(W)_{i,c} = alpha_c * sign(W_{i,c})          dq/dW_{i,c} := alpha_c * 1[|W_{i,c}| <= 1]
+        q(W)_{i,c} = alpha_c * sign(W_{i,c})          dq/dW_{i,c} := 1[|W_{i,c}| <= 1]
 
-    with sign(0) = +1. The output is 1-bit: :math:`\pm\alpha_c` per channel, counted at 1 bit.
+    with sign(0) = +1. The pseudo-gradient is BiBench's (the detach trick of its ``XNORConv2d``,
+    ``DoReFaConv2d``, ``BiRealConv2d``, ``ReActConv2d``): the clipped STE without the scale. The output is
+    1-bit: :math:`\pm\alpha_c` per channel, counted at 1 bit. On dense layers too: BiBench's ``XNORLinear``
+    and ``DoReFaLinear`` instead scale the STE gradient by alpha (and ``XNORLinear`` mean-centres each
+    row first); the convolutions' rule, which its CNN backbones train with, is applied to every layer here.
 
     Paper: Rastegari, Ordonez, Redmon & Farhadi, "XNOR-Net: ImageNet Classification Using Binary
     Convolutional Neural Networks", ECCV 2016 (https://arxiv.org/abs/1603.05279), as implemented in
@@ -97,9 +122,10 @@ class SampleScaledSign(_ScaledSign):
     Forward and pseudo-gradient, with :math:`\beta_n = \frac{1}{HWC}\sum_{h,w,c} |a_{n,h,w,c}|` for
     sample n (a constant to the gradient, ``stop_gradient``)::
 
-        q(a)_{n,h,w,c} = beta_n * sign(a_{n,h,w,c})    dq/da_{n,h,w,c} := beta_n * 1[|a_{n,h,w,c}| <= 1]
+        q(a)_{n,h,w,c} = beta_n * sign(a_{n,h,w,c})    dq/da_{n,h,w,c} := 1[|a_{n,h,w,c}| <= 1]
 
-    with sign(0) = +1. XNOR-Net's paper averages |a| over channels per spatial position (its K map);
+    with sign(0) = +1: the pseudo-gradient is that of BiBench's ``XNORConv2d`` (the detach trick, the
+    clipped STE without the scale). XNOR-Net's paper averages |a| over channels per spatial position (its K map);
     BiBench's simplification, followed here, uses one scale per sample.
 
     Paper: Rastegari et al., "XNOR-Net", ECCV 2016 (https://arxiv.org/abs/1603.05279), BiBench version.

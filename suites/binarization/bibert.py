@@ -3,7 +3,7 @@ r"""BiBERT: Bi-Attention ({0, 1} attention weights from the sign of the scores) 
 Forward and pseudo-gradient, side by side (sign(0) = +1; scale detached)::
 
     projections:  y = (alpha_c sign(W)) . sign(x) + b               alpha_c = mean|W| of output unit c
-                  dsign(x)/dx := 1[|x| <= 1],  d(alpha_c sign(W))/dW := alpha_c 1[|W| <= 1]
+                  dsign(x)/dx := 1[|x| <= 1],  d(alpha_c sign(W))/dW := 1[|W| <= 1]
     attention:    Q_b, K_b, V_b = sign(Q), sign(K), sign(V)          d/dx := 1[|x| <= 1]
                   S   = Q_b K_b^T / sqrt(d)
                   P_b = bool(S) = 1[S > 0]   (no softmax)            dP_b/dS := 1[|S| < 1]
@@ -24,8 +24,10 @@ the norms taken over the whole batch tensor: the student matches the *directions
 similarity matrices, not their magnitudes, which a binary model cannot reproduce. The teacher is the
 float tiny transformer, the upstream of role ``teacher``: the FP32 twin's own training, trained once by
 the runner before this method (its time is the record's ``upstream_train_seconds``: BiBERT needs a
-full-precision model); the student starts from the teacher's weights (BiBERT initialises the binary
-model from the fine-tuned float one) and the teacher is frozen.
+full-precision model); the student starts from the same trained weights (BiBERT initialises the binary
+model from the fine-tuned float one; this is the operators' ``trained`` start, ``init=scratch`` starts
+the student from a fresh initialisation instead) and the teacher is frozen. ``distill=false`` trains on
+the labels alone.
 
 What came from where. The abstract names Bi-Attention and DMD. The rules above are from the authors'
 code (https://github.com/htqin/BiBERT): ``ZMeanBinaryQuantizer`` (sign with -1 -> 0; gradient zero
@@ -33,8 +35,8 @@ where ``|S| >= 1``), the binary Q, K, V and the similarity matrices of ``transfo
 and ``att_loss_r2b`` / ``direction_matching_distillation`` and the prediction distillation
 (soft cross-entropy plus 0.5 times the label cross-entropy) of ``quant_task_glue.py``.
 
-Deviations: the weights are not mean-centred per row before the sign, and the weight gradient is
-scaled by alpha (BiBench's XNOR kernel quantizer, shared by the operators here); no hidden-state
+Deviations: the weights are not mean-centred per row before the sign (BiBench's XNOR kernel quantizer,
+shared by the operators here, with its unscaled clipped-STE gradient); no hidden-state
 distillation (BiBERT's ``intermediate_distill``, not part of DMD); the soft cross-entropy is averaged
 over examples, not over classes too; no embedding binarization (the patch embedding stays float, as
 the operator protocol keeps the first layer). Small-faithful: tiny transformer on ``digits`` and
@@ -60,7 +62,7 @@ from effbench.training import TrainContext, fit
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, windowed_straight_through
 from suites.binarization._quantizers import ChannelScaledSign
-from suites.binarization.operators import OperatorMethod, binarize
+from suites.binarization.operators import OperatorMethod
 
 
 @keras.utils.register_keras_serializable(package="effbench")
@@ -170,17 +172,16 @@ class BiBERT(OperatorMethod):
         return None
 
     def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
-        """The teacher is the FP32 twin's training, shared with the plan's twin (trained once)."""
-        return {"teacher": MethodRef.parse(self.backbone(task.default_backbone))} if self.options["distill"] else {}
+        """The operators' ``trained`` start and, to distil from, the teacher: both the FP32 twin's training,
+        shared with the plan's twin (trained once)."""
+        teacher = {"teacher": MethodRef.parse(self.backbone(task.default_backbone))} if self.options["distill"] else {}
+        return {**super().requires(task), **teacher}
 
     def run(self, context: TrainContext) -> Artifact:
         if not self.options["distill"]:
             return super().run(context)
         teacher = context.upstream["teacher"].model
-        student = binarize(
-            teacher, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
-            binary_layer=self.binary_layer, replace_layer=self.replace_layer,
-        )  # fmt: skip
+        student = self.initial_model(context)
         distiller = DirectionMatchingDistiller(student, teacher, name=f"{student.name}_dmd")
         callbacks = [EpochSchedule(context.recipe.epochs), *self.callbacks(student, context)]
         history, seconds = fit(distiller, context, callbacks=callbacks)

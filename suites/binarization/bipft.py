@@ -8,7 +8,7 @@ float attention's products expand into polynomials of the residuals,
 and BiPFT estimates each residual term by a rank-1 product of learned linear estimators instead of
 computing it. Forward and pseudo-gradient, per head (sign(0) = +1; weights as the operator protocol)::
 
-    projections:  y = (alpha_c sign(W)) . sign(x) + b      d/dx := 1[|x| <= 1], d/dW := alpha_c 1[|W| <= 1]
+    projections:  y = (alpha_c sign(W)) . sign(x) + b      d/dx := 1[|x| <= 1], d/dW := 1[|W| <= 1]
     estimators:   [q_p, q_m] = Q u_q + c_q,  [k_p, k_m] = K u_k + c_k,  v_p = V u_v + c_v   (float, rank 1)
     scores:       S = (Q_b K_b^T + q_m k_p^T + q_p k_m^T + q_p k_p^T) / sqrt(d)
                       (Q_b R_k^T ~ q_m k_p^T, R_q K_b^T ~ q_p k_m^T, R_q R_k^T ~ q_p k_p^T; shared by heads)
@@ -33,7 +33,8 @@ initialised to 4 mean(P) = 4/T, gradient scale 1/sqrt(numel)) are from the autho
 (https://github.com/Xingrun-Xing/BiPFT, ``binary_pretraining/bipft.py`` ``BertSelfAttention``).
 
 Deviations: **no pre-training** (BiPFT's point is a binary foundation model pre-trained on large
-corpora; here the binary model trains from scratch on the task with its recipe, and no distillation);
+corpora; here the binary model starts from the trained float twin of the task, like every operator, and
+is fine-tuned without distillation);
 the estimators read the float projections Q, K, V, the inputs of the attention core, instead of the
 block's hidden states (the core does not see those); Q, K, V are binarized by the plain sign (the
 authors' elastic binarizer also learns a scale); weights are binarized by the operator protocol's XNOR
@@ -54,7 +55,7 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
+from effbench.registry import Paper, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, rewire_attention
 from suites.binarization._quantizers import ChannelScaledSign, straight_through
@@ -210,5 +211,5 @@ class BiPFT(OperatorMethod):
         mix = ResidualValueMix(heads, inputs[2].shape[-1], name=f"{name}_value_term")
         return keras.layers.Add(name=f"{name}_sum")([context, mix([probabilities, value_residual])])
 
-    def build(self, task: TaskSpec) -> keras.Model:
-        return rewire_attention(super().build(task), self.wire_attention)
+    def binarize_backbone(self, float_model: keras.Model) -> keras.Model:
+        return rewire_attention(super().binarize_backbone(float_model), self.wire_attention)

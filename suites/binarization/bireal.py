@@ -6,12 +6,14 @@ Forward and pseudo-gradient (scale detached; sign(0) = +1)::
                                                        (= max(0, 2 - 2|a|), the derivative of the
                                                        piecewise quadratic ApproxSign)
     weights:      W_b = alpha_c * sign(W)     alpha_c = mean|W| over output channel c
-                  dW_b/dW := alpha_c * 1[|W| <= 1]
+                  dW_b/dW := 1[|W| <= 1]
 
 Quantizers: larq's ``ApproxSign`` for inputs (its gradient is (2 - 2|a|) on |a| <= 1, which is 0 at
 |a| = 1, so equal to the formula above everywhere), and
 :class:`~suites.binarization._quantizers.ChannelScaledSign` for kernels. The paper's magnitude-aware
-weight gradient is BiBench's detached scale here.
+weight gradient is BiBench's detach trick here (``bibench/models/layers/bireal.py``, ``BiRealConv2d``:
+``binary.detach() - clamp(W, -1, 1).detach() + clamp(W, -1, 1)``), whose gradient is the clipped STE
+without the scale; the activations' ApproxSign is the same trick with the piecewise quadratic.
 
 The paper's other half, a real-valued shortcut around every binary convolution, is architecture-level
 and not part of the operator: the default backbone of the image tasks, ``resnet-cifar``, already has a

@@ -4,7 +4,7 @@ Forward and pseudo-gradient, side by side (sign(0) = +1; scales detached unless 
 
     projections:  y = gamma_c * (alpha_c sign(W)) . sign(x) + b     alpha_c = mean|W| of output unit c,
                                                                      gamma_c learned (init 1)
-                  dsign(x)/dx := 1[|x| <= 1],   d(alpha_c sign(W))/dW := alpha_c 1[|W| <= 1]
+                  dsign(x)/dx := 1[|x| <= 1],   d(alpha_c sign(W))/dW := 1[|W| <= 1]
     attention:    Q_b, K_b, V_b = sign(Q), sign(K), sign(V)          d/dx := 1[|x| <= 1]
                   P   = softmax(Q_b K_b^T / sqrt(d))
                   P_b = 1[P >= tau * max_j P]   (tau = 0.25)         dP_b/dS := dP/dS  (softmax STE)
@@ -26,10 +26,10 @@ channel scale initialised to mean|W| is here mean|W| times a learned factor init
 (:class:`~suites.binarization._layers.ScaledQuantDense`), the same product.
 
 Deviations: no Cross-layer Binarization (the paper's staged schedule that binarizes attention and MLP
-apart, from a pre-trained float ViT): the model trains from scratch with the task's recipe like every
-operator here; weights are not mean-centred per row before the sign; the patch embedding and the
-classifier stay float (the operator protocol). Small-faithful: tiny ViT on ``digits`` patches and the
-1-D transformer on ``mnist1d``.
+apart, from a pre-trained float ViT): the whole model is binarized at once from the trained float twin
+and fine-tuned, like every operator here; weights are not mean-centred per row before the sign; the
+patch embedding and the classifier stay float (the operator protocol). Small-faithful: tiny ViT on
+``digits`` patches and the 1-D transformer on ``mnist1d``.
 
 Paper: He, Lou, Zhang, Liu, Wu, Zhou & Zhuang, "BiViT: Extremely Compressed Binary Vision Transformers",
 ICCV 2023 (https://arxiv.org/abs/2211.07091).

@@ -3,8 +3,13 @@ r"""DoReFa-Net at 1 bit (BiBench version): per-channel scaled sign of weights, p
 Forward and pseudo-gradient (scale detached; sign(0) = +1)::
 
     weights:      W_b = alpha_c * sign(W)     alpha_c = mean|W| over output channel c
-                  dW_b/dW := alpha_c * 1[|W| <= 1]
+                  dW_b/dW := 1[|W| <= 1]
     activations:  a_b = sign(a)               da_b/da := 1[|a| <= 1]
+
+The weight pseudo-gradient is BiBench's detach trick (``bibench/models/layers/dorefa.py``,
+``DoReFaConv2d``: ``binary.detach() - clamp(W, -1, 1).detach() + clamp(W, -1, 1)``): the clipped STE,
+without the scale. (Its ``DoReFaLinear`` scales the STE gradient by alpha instead; the convolution's rule
+is used on dense layers too.)
 
 Quantizers: :class:`~suites.binarization._quantizers.ChannelScaledSign` for kernels, larq's ``SteSign``
 (``clip_value=1``) for inputs. DoReFa's paper uses one mean|W| for the whole layer at 1 bit and

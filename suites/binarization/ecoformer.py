@@ -61,7 +61,7 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
+from effbench.registry import Paper, Taxonomy, register_method
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import rewire_attention
 from suites.binarization._quantizers import ChannelScaledSign, clipped_ste_sign
@@ -240,5 +240,5 @@ class EcoFormer(OperatorMethod):
         hashing = KernelHash(core.heads, bits, self.options["anchors"], self.options["topk"], name=f"{core.name}_hash")
         return HashedLinearAttention(core.heads, bits, name=core.name)([*hashing(inputs[:2]), inputs[2]])
 
-    def build(self, task: TaskSpec) -> keras.Model:
-        return rewire_attention(super().build(task), self.wire_attention)
+    def binarize_backbone(self, float_model: keras.Model) -> keras.Model:
+        return rewire_attention(super().binarize_backbone(float_model), self.wire_attention)

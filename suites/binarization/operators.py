@@ -1,18 +1,30 @@
-r"""BiBench's operator protocol in code: binarize a float backbone, layer for layer.
+r"""BiBench's operator protocol in code: binarize a trained float backbone, layer for layer, and fine-tune it.
 
 BiBench (Qin et al., "BiBench: Benchmarking and Analyzing Network Binarization", ICML 2023,
 https://arxiv.org/abs/2301.11233) compares binarization *operators*: the function that maps a latent
 float tensor to {-1, +1} in the forward pass, and the pseudo-gradient that trains through it. An operator
 is scored on fixed backbones with each task's recipe: every convolution and fully connected layer of the
-backbone becomes a binary layer, except the first one (it sees the raw input) and the last one (the
-classifier that produces the logits), which stay full precision. A binary layer computes
+backbone becomes a binary layer, except the first one (it sees the raw input), the last one (the
+classifier that produces the logits) and the 1x1 projections of residual shortcuts, which stay full
+precision. A binary layer computes
 
 .. math::  y = \operatorname{conv}\big(q_a(x),\; q_w(W)\big) + b
 
 with :math:`q_a` the *input quantizer* and :math:`q_w` the *kernel quantizer* (for example the sign
 :math:`q(v) = +1` for :math:`v \ge 0`, :math:`-1` otherwise). Both operands are then :math:`\pm 1`, so a
 multiply-accumulate is an XNOR and a popcount: the complexity track counts such a layer at 1 bit for
-weights and activations (1 BOP per MAC instead of 1024).
+weights and activations (1 BOP per MAC instead of 1024, 1/64 OP per MAC instead of 1).
+
+**Initialisation: the trained FP32 twin.** BiBench starts every binarized CIFAR-10 network from the trained
+float checkpoint of the same backbone (``init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/
+res20_cifar10.pth')`` in ``configs/acc_cifar10/resnet20_*``) and trains it with its full schedule. Here
+:meth:`OperatorMethod.requires` names the backbone's own training as the upstream of role ``trained``
+(the FP32 twin's training: the runner trains it once per task, seed and budget, shared with the twin's
+accuracy run), :meth:`OperatorMethod.run` binarizes that trained model (the weights carry over by layer
+name, :func:`effbench.graph.transfer_weights`) and trains it with the task's fine-tune recipe
+(:meth:`effbench.tasks.base.Task.finetune_recipe`, chosen by the config for any method with a ``trained``
+upstream). The option ``init=scratch`` binarizes a freshly initialised backbone instead and trains it with
+the task's recipe; it is not BiBench's protocol, so its runs are open (:mod:`suites.binarization.protocol`).
 
 :func:`binarize` applies the protocol to a functional Keras model with the core's graph rewrite
 (:func:`effbench.graph.rewrite`), which rebuilds the graph layer by layer from each layer's config; the
@@ -23,24 +35,28 @@ trained one is fine-tuned). Rules, beyond the swap itself:
 - ``Conv2D`` -> ``larq.layers.QuantConv2D``, ``DepthwiseConv2D`` -> ``QuantDepthwiseConv2D``, ``Dense`` ->
   ``QuantDense``. Any other layer with a kernel (``Conv2DTranspose``, ``SeparableConv2D``, a nested model,
   an already quantized larq layer) is an error naming it: leaving it float would overstate the savings.
+- the first and the last conv / dense layer stay float, and so does every *shortcut projection*
+  (:func:`shortcut_projection_names`): BiBench builds a ResNet's downsample branch (1x1 conv + BN) with
+  ``downsample_conv_cfg=None``, a float ``nn.Conv2d`` (``bibench/models/backbones/resnet.py``, ``ResLayer``),
+  and only the two 3x3 convs of each ``BasicBlock`` with the operator's ``conv_cfg``.
 - ``padding="same"`` binary convolutions pad with +1 (``pad_values=1.0``): zero is not a binary value,
   and Larq Compute Engine's converted model reproduces the Keras model only with one-padding.
 - every ReLU (a ``ReLU`` layer, ReLU6 included, ``Activation("relu")``, or a layer's ``activation="relu"``)
   becomes hard tanh, :math:`\operatorname{clip}(x, -1, 1)`, as in BiBench's binarized backbones
-  (``act_cfg=dict(type='Hardtanh')``): the sign of a ReLU output is always +1, so a binary layer after a
-  ReLU would see a constant input.
+  (``first_act_cfg`` and ``act_cfg`` = ``dict(type='Hardtanh')``): the sign of a ReLU output is always +1,
+  so a binary layer after a ReLU would see a constant input.
 - latent kernels are clipped to :math:`[-1, 1]` after every update (larq's ``weight_clip``, the
   constraint of Courbariaux et al.'s BinaryNet, https://arxiv.org/abs/1602.02830): the straight-through
   estimator's gradient is zero beyond :math:`\pm 1`, so an unclipped weight that drifts there never
   comes back. An operator may choose another constraint (:meth:`OperatorMethod.kernel_constraint`).
 
 :class:`OperatorMethod` is the base of every operator method (kind ``operator``): a subclass names its
-quantizers; ``run`` builds the task's default backbone (or the ``backbone`` option), binarizes it and
-trains it with the task's recipe, advancing the schedules of :mod:`effbench.schedule` every epoch; its FP32
-twin is that backbone, so the accuracy track reports
-``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative accuracy). What the closed
-division fixes (the ``backbone`` option; kinds other than ``operator``), how the twin is chosen and the
-suite's summary columns are declared, without TensorFlow, in :mod:`suites.binarization.protocol`.
+quantizers; ``run`` binarizes the task's default backbone (or the ``backbone`` option), trained, and
+fine-tunes it, advancing the schedules of :mod:`effbench.schedule` every epoch; its FP32 twin is that backbone, so the
+accuracy track reports ``top1_relative`` = top-1 / the float backbone's top-1 (BiBench's relative
+accuracy). What the closed division fixes (the ``backbone`` option beyond the protocol's backbones,
+``init``, ReActNet's ``rprelu``; kinds other than ``operator``), how the twin is chosen and the suite's
+summary columns are declared, without TensorFlow, in :mod:`suites.binarization.protocol`.
 """
 
 from __future__ import annotations
@@ -69,6 +85,11 @@ BinaryLayerFactory = Callable[[type, dict[str, Any]], keras.layers.Layer]
 LayerReplacement = Callable[[keras.layers.Layer], "keras.layers.Layer | None"]
 
 HARD_TANH = "hard_tanh"  # larq.activations.hard_tanh, registered with Keras when larq is imported
+# The upstream role of a method that starts from trained weights (the config then picks the fine-tune recipe),
+# and the values of the operators' ``init`` option: start from it, or from a fresh initialisation.
+TRAINED = "trained"
+SCRATCH = "scratch"
+INITS = (TRAINED, SCRATCH)
 
 # Float layer class -> (larq class, its kernel-quantizer argument, its kernel-constraint argument).
 LARQ_COUNTERPARTS: dict[type, tuple[type, str, str]] = {
@@ -97,8 +118,8 @@ def binarize(
     and config (a method returns a subclass with, say, a learned output scale); ``replace_layer`` may
     return a replacement for any other layer (a method's binary attention, RPReLU), or ``None`` to keep
     the rules. Weights are carried over by name; a replacement's extra weights keep their initial values.
-    Raises ``ValueError`` for layers the protocol cannot binarize, and for models with fewer than three
-    conv / dense layers (nothing would be binarized).
+    Raises ``ValueError`` for layers the protocol cannot binarize, and for models in which nothing would be
+    binarized (fewer than three conv / dense layers, shortcut projections aside).
     """
     binary = set(binarized_layer_names(model))
 
@@ -127,7 +148,8 @@ def binarize(
 
 
 def binarized_layer_names(model: keras.Model) -> list[str]:
-    """Names of the layers :func:`binarize` makes binary: every conv / dense but the first and the last.
+    """Names of the layers :func:`binarize` makes binary: every conv / dense but the first, the last and the
+    shortcut projections (:func:`shortcut_projection_names`).
 
     "First" and "last" follow ``model.layers``, which a functional model lists from its inputs to its
     outputs, so the last is the classifier.
@@ -137,12 +159,63 @@ def binarized_layer_names(model: keras.Model) -> list[str]:
     for layer in model.layers:
         _check_supported(layer)
     linear = [layer.name for layer in model.layers if type(layer) in LARQ_COUNTERPARTS]
-    if len(linear) < 3:
+    shortcuts = shortcut_projection_names(model)
+    inner = [name for name in linear[1:-1] if name not in shortcuts]
+    if not inner:
+        kept = f" and {len(shortcuts)} shortcut projection(s)" if shortcuts else ""
         raise ValueError(
-            f"model '{model.name}' has {len(linear)} conv/dense layer(s); the first and the last stay float, "
-            "so nothing would be binarized"
+            f"model '{model.name}' has {len(linear)} conv/dense layer(s); the first and the last{kept} stay "
+            "float, so nothing would be binarized"
         )
-    return linear[1:-1]
+    return inner
+
+
+def shortcut_projection_names(model: keras.Model) -> set[str]:
+    """Names of the conv / dense layers that project a residual shortcut: these stay float.
+
+    A shortcut projection is found from the graph, not from layer names (so a model saved before, or
+    built elsewhere, is read the same way): a merge ``Add`` whose input is a conv / dense layer ``P``,
+    possibly followed by batch norms, where ``P``'s own input also feeds another input of the same
+    ``Add`` (the residual branch) by a path that does not pass through ``P``. That is BiBench's
+    ``downsample`` (``ResLayer``: a 1x1 conv + BN on the block input, added to the block's output). A layer
+    that ends a residual branch (the second 3x3 conv of a basic block, MobileNetV2's linear bottleneck
+    projection) is not one: its input does not reach the other side of the ``Add``; nor is the conv that
+    produced an identity shortcut's tensor further up: the other side passes through it.
+    """
+    in_graph = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
+    names = set()
+    for layer in model.layers:
+        if type(layer) is not keras.layers.Add:
+            continue
+        for node in (node for node in layer.inbound_nodes if id(node) in in_graph):
+            branches = node.parent_nodes
+            for index, branch in enumerate(branches):
+                projection = _linear_under_batch_norms(branch)
+                if projection is None or not projection.parent_nodes:
+                    continue
+                source = projection.parent_nodes[0]
+                others = [_ancestors(other) for other in branches[:index] + branches[index + 1 :]]
+                if any(id(source) in nodes and id(projection) not in nodes for nodes in others):
+                    names.add(projection.layer.name)
+    return names
+
+
+def _linear_under_batch_norms(node):
+    """The conv / dense node that produces ``node``'s output through batch norms only, or None."""
+    while type(node.layer) is keras.layers.BatchNormalization:
+        node = node.parent_nodes[0]
+    return node if type(node.layer) in LARQ_COUNTERPARTS else None
+
+
+def _ancestors(node) -> set[int]:
+    """Ids of ``node`` and every node it depends on."""
+    seen, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            stack.extend(current.parent_nodes)
+    return seen
 
 
 def _check_supported(layer: keras.layers.Layer) -> None:
@@ -169,18 +242,35 @@ def _own_copy(quantizer: Quantizer) -> Quantizer:
 
 
 class OperatorMethod(Method):
-    """A binarization operator applied to a backbone with the task's recipe (kind ``operator``).
+    """A binarization operator applied to a trained backbone and fine-tuned (kind ``operator``).
 
-    Subclasses implement :meth:`input_quantizer` and :meth:`kernel_quantizer`. Options: ``backbone`` is a
-    method reference (``resnet-cifar:depth=8``) of an architecture to binarize instead of the task's
-    default backbone; the closed division fixes it (:mod:`suites.binarization.protocol`), and the FP32
-    twin is that backbone (the protocol's default ``fp32_twin``). Subclasses with options of their own
-    extend ``default_options`` (``{**OperatorMethod.default_options, "beta": 1.0}``).
+    Subclasses implement :meth:`input_quantizer` and :meth:`kernel_quantizer`. Options:
+
+    - ``backbone``: a method reference (``resnet-cifar:depth=8``) of an architecture to binarize instead
+      of the task's default backbone; the FP32 twin is that backbone (the protocol's default
+      ``fp32_twin``). The closed division takes the default and the protocol's backbones only
+      (:mod:`suites.binarization.protocol`).
+    - ``init``: ``trained`` (default, BiBench's protocol) starts from the backbone's trained weights, the
+      upstream of role ``trained`` (:meth:`requires`), and trains with the task's fine-tune recipe;
+      ``scratch`` starts from a freshly initialised backbone with the task's recipe (open division).
+
+    Subclasses with options of their own extend ``default_options``
+    (``{**OperatorMethod.default_options, "beta": 1.0}``). A subclass that transforms the binarized
+    model further (rewires its attention, initialises a quantizer from the kernels) overrides
+    :meth:`binarize_backbone`, which both starts share; one that initialises from data (a quantizer's step
+    from the first training batch) overrides :meth:`initial_model`.
     """
 
-    default_options: ClassVar[dict[str, Any]] = {"backbone": None}
+    default_options: ClassVar[dict[str, Any]] = {"backbone": None, "init": TRAINED}
     # Operators are judged by the binarization protocol in whatever suite they register (a submission's).
     protocol: ClassVar[str] = "binarization"
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if self.options["init"] not in INITS:
+            raise ValueError(
+                f"option init of '{self.spec.slug}' is '{self.options['init']}'; expected one of {', '.join(INITS)}"
+            )
 
     @abc.abstractmethod
     def input_quantizer(self) -> Quantizer:
@@ -209,19 +299,38 @@ class OperatorMethod(Method):
     def backbone(self, task_default_backbone: str) -> str:
         return self.options["backbone"] or task_default_backbone
 
-    def build(self, task: TaskSpec) -> keras.Model:
-        """The task's backbone, built for the task and binarized by this operator."""
+    def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
+        """The backbone's own training (the FP32 twin's, trained once), unless ``init=scratch``."""
+        if self.options["init"] == SCRATCH:
+            return {}
+        return {TRAINED: MethodRef.parse(self.backbone(task.default_backbone))}
+
+    def float_backbone(self, task: TaskSpec) -> keras.Model:
+        """The backbone, freshly built for the task (untrained)."""
         backbone = MethodRef.parse(self.backbone(task.default_backbone)).create()
         if not isinstance(backbone, ArchitectureMethod):
             raise ValueError(f"backbone '{backbone.spec.slug}' is a {backbone.spec.kind}, not an architecture")
-        float_model = backbone.build(task.input_shape, task.num_classes)
+        return backbone.build(task.input_shape, task.num_classes)
+
+    def binarize_backbone(self, float_model: keras.Model) -> keras.Model:
+        """``float_model`` binarized by this operator (its weights carried over)."""
         return binarize(
             float_model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
             binary_layer=self.binary_layer, replace_layer=self.replace_layer,
         )  # fmt: skip
 
+    def build(self, task: TaskSpec) -> keras.Model:
+        """The task's backbone, freshly built and binarized by this operator (what ``init=scratch`` trains)."""
+        return self.binarize_backbone(self.float_backbone(task))
+
+    def initial_model(self, context: TrainContext) -> keras.Model:
+        """The binarized model training starts from: the trained backbone's, or a fresh one (``init=scratch``)."""
+        if self.options["init"] == SCRATCH:
+            return self.build(context.task.spec)
+        return self.binarize_backbone(context.upstream[TRAINED].model)
+
     def run(self, context: TrainContext) -> Artifact:
-        model = self.build(context.task.spec)
+        model = self.initial_model(context)
         callbacks = [EpochSchedule(context.recipe.epochs), *self.callbacks(model, context)]
         history, seconds = fit(model, context, callbacks=callbacks)
         return Artifact(model=model, history=history, train_seconds=seconds)

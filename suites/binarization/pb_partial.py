@@ -15,11 +15,13 @@ sign(0) = +1. The mask is a pure function of the latent kernel, so the deployed 
 its final weights give; nothing extra is stored or trained.
 
 **Compression, not a drop-in operator** (kind ``compression``): PB-LLM partially binarizes a *trained*
-network. Its upstream of role ``trained`` is the float backbone's training (the FP32 twin's own, trained
-once by the runner); :meth:`PartialBinarization.run` partially binarizes that model (the float weights
-carry over) and fine-tunes it with the task's fine-tune recipe, the salient weights frozen. The history
-and ``train_seconds`` are the fine-tuning's; the training-cost track reports the float training as
-``upstream_train_seconds``. Activations stay float, as in PB-LLM (weight-only).
+network, weights only. Like every operator (:class:`~suites.binarization.operators.OperatorMethod`), its
+upstream of role ``trained`` is the float backbone's training (the FP32 twin's own, trained once by the
+runner); ``run`` partially binarizes that model (:meth:`PartialBinarization.binarize_backbone`, the float
+weights carry over) and fine-tunes it with the task's fine-tune recipe, the salient weights frozen. The
+history and ``train_seconds`` are the fine-tuning's; the training-cost track reports the float training as
+``upstream_train_seconds``. Activations stay float, as in PB-LLM, so it is not a W1A1 operator and its
+runs are open. ``init=scratch`` partially binarizes a fresh backbone instead.
 
 **Bits.** A weight costs on average (1 - r) x 1 + r x 8 bits, plus 1 bit of mask (a bitmap over the
 layer) when 0 < r < 1: 2.7 bits at r = 0.1. The complexity track takes integer widths, so the kernel
@@ -43,14 +45,12 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from effbench.method import ArchitectureMethod, Artifact, MethodRef
 from effbench.tf import keras, tf
 
 # isort: split
 import larq
 
-from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
-from effbench.training import TrainContext, fit
+from effbench.registry import Paper, Taxonomy, register_method
 from suites.binarization._quantizers import clipped_ste_sign
 from suites.binarization.operators import OperatorMethod, binarize
 
@@ -123,13 +123,7 @@ class PartialBinarization(OperatorMethod):
     def kernel_constraint(self) -> None:
         return None
 
-    def float_backbone(self, task: TaskSpec) -> keras.Model:
-        backbone = MethodRef.parse(self.backbone(task.default_backbone)).create()
-        if not isinstance(backbone, ArchitectureMethod):
-            raise ValueError(f"backbone '{backbone.spec.slug}' is a {backbone.spec.kind}, not an architecture")
-        return backbone.build(task.input_shape, task.num_classes)
-
-    def partially_binarize(self, float_model: keras.Model) -> keras.Model:
+    def binarize_backbone(self, float_model: keras.Model) -> keras.Model:
         """``binarize`` with the float model's activations and zero padding kept (activations stay float)."""
         activations = {layer.name: layer.get_config().get("activation") for layer in float_model.layers}
 
@@ -146,16 +140,3 @@ class PartialBinarization(OperatorMethod):
             float_model, self.input_quantizer(), self.kernel_quantizer(), self.kernel_constraint(),
             binary_layer=binary_layer, replace_layer=keep_float_layer,
         )  # fmt: skip
-
-    def build(self, task: TaskSpec) -> keras.Model:
-        """The task's backbone, partially binarized (untrained; :meth:`run` trains it float first)."""
-        return self.partially_binarize(self.float_backbone(task))
-
-    def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
-        """The trained float backbone: the FP32 twin's own training, shared with the plan's twin."""
-        return {"trained": MethodRef.parse(self.backbone(task.default_backbone))}
-
-    def run(self, context: TrainContext) -> Artifact:
-        model = self.partially_binarize(context.upstream["trained"].model)
-        history, seconds = fit(model, context, callbacks=self.callbacks(model, context))
-        return Artifact(model=model, history=history, train_seconds=seconds)

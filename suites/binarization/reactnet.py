@@ -1,4 +1,4 @@
-r"""ReActNet's operator (BiBench version): RSign activations, Bi-Real weights, and RPReLU activation layers.
+r"""ReActNet's operator (BiBench version): RSign activations and Bi-Real weights; RPReLU layers as an option.
 
 Forward and pseudo-gradient (scale detached; sign(0) = +1; :math:`b_c` a learned shift per input
 channel c, initialised to 0)::
@@ -6,14 +6,18 @@ channel c, initialised to 0)::
     activations (RSign):  a_b = sign(a + b_c)        da_b/da := max(0, 2 - 2|a + b_c|)  (ApproxSign)
                                                       da_b/db_c := sum over batch and positions of the same
     weights:              W_b = alpha_c * sign(W)     alpha_c = mean|W| over output channel c
-                          dW_b/dW := alpha_c * 1[|W| <= 1]
+                          dW_b/dW := 1[|W| <= 1]      (BiBench's detach trick: the scale is not in it)
 
 RSign is the paper's :math:`\operatorname{sign}(x - \alpha_c)` written with :math:`b = -\alpha`, as
 BiBench's code writes it (``x + channel_threshold``). Quantizers: :class:`RSign` (larq's ``approx_sign``
 after the shift) and :class:`~suites.binarization._quantizers.ChannelScaledSign` (the Bi-Real kernels).
 
-RPReLU, the paper's other "generalised" function, replaces the backbone's activation layers
-(``replace_layer``)::
+This is BiBench's ``react`` operator (``bibench/models/layers/react.py``, ``ReActConv2d``) on the
+protocol's hard-tanh backbone (``configs/acc_cifar10/resnet20_react_*``: ``act_cfg=dict(type='Hardtanh')``
+like every other operator), and it is what the closed division compares.
+
+**Option** ``rprelu=true`` (open division: an architecture change, not an operator). RPReLU, the paper's
+other "generalised" function, replaces the backbone's activation layers (``replace_layer``)::
 
     y = x - gamma_c + zeta_c               where x - gamma_c >= 0
     y = beta_c * (x - gamma_c) + zeta_c    elsewhere
@@ -23,13 +27,13 @@ with learned per-channel :math:`\gamma, \zeta` (initialised 0) and slope :math:`
 (``ReLU``, ReLU6, ``Activation("relu")``), where binarize's rule would put hard tanh. A ReLU embedded
 in a conv / dense layer's ``activation`` argument (the ``mlp`` backbone's ``Dense(activation="relu")``)
 is not a layer and cannot be swapped by ``replace_layer``: binarize's rule turns it into hard tanh, so
-on ``mlp`` (mnist1d's default backbone) this operator is RSign + Bi-Real weights only. RPReLU's
+on ``mlp`` (mnist1d's default backbone) ``rprelu=true`` changes nothing. RPReLU's
 weights are float (3 per channel) and are counted as float parameters.
 
-Deviations: BiBench's operator layer does not include RPReLU (its ReActNet *backbone* does); here it
-is part of the method so the operator's generalised activations are tested on every backbone.
-BiBench's ``ReActLinear`` takes the forward sign of the unshifted input (a slip: the shift then
-acts only on the gradient); here the shift acts on the forward sign of dense layers as of convolutions.
+BiBench's operator layer does not include RPReLU (its ReActNet *backbone*, ``backbones/reactnet.py``,
+does), hence the option rather than the default. Deviations: BiBench's ``ReActLinear`` takes the forward
+sign of the unshifted input (a slip: the shift then acts only on the gradient); here the shift acts on the
+forward sign of dense layers as of convolutions.
 The paper's two-step training and distributional distillation loss are recipe-level and not used
 (the task's recipe trains every operator). Latent weights are clipped to [-1, 1] (``weight_clip``).
 
@@ -39,7 +43,7 @@ Activation Functions", ECCV 2020 (https://arxiv.org/abs/2003.03488).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from effbench.tf import keras, tf
 
@@ -120,10 +124,16 @@ class RPReLU(keras.layers.Layer):
         2020,
         "https://arxiv.org/abs/2003.03488",
     ),
-    summary="RSign (learned per-channel shift, ApproxSign backward), Bi-Real scaled-sign weights, RPReLU layers",
+    summary="RSign (learned per-channel shift, ApproxSign backward) and Bi-Real scaled-sign weights on the "
+    "hard-tanh backbone; rprelu=true adds RPReLU layers (open)",
     taxonomy=Taxonomy(weight_bits=1, activation_bits=1, applied="training", data="labelled"),
 )
 class ReActNet(OperatorMethod):
+    """Options: ``rprelu`` (false; true puts RPReLU in place of every ReLU layer, an open-division run),
+    ``backbone``, ``init``."""
+
+    default_options: ClassVar[dict[str, Any]] = {**OperatorMethod.default_options, "rprelu": False}
+
     def input_quantizer(self) -> RSign:
         return RSign()
 
@@ -131,4 +141,4 @@ class ReActNet(OperatorMethod):
         return ChannelScaledSign()
 
     def replace_layer(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        return RPReLU(name=layer.name) if is_relu_layer(layer) else None
+        return RPReLU(name=layer.name) if self.options["rprelu"] and is_relu_layer(layer) else None

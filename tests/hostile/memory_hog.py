@@ -1,0 +1,3 @@
+"""Allocates 64 GiB."""
+
+hog = bytearray(64 * 2**30)

@@ -1,0 +1,5 @@
+"""Never finishes importing, using no CPU: only the wall-clock limit stops it."""
+
+import time
+
+time.sleep(10**6)
