@@ -29,6 +29,7 @@ import numpy as np
 from effbench.console import native_stderr_filtered
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
+from effbench.verify import litert_predict  # noqa: F401 - the tracks' batched LiteRT evaluation is the core's
 
 if TYPE_CHECKING:
     from larq_compute_engine.tflite.python.interpreter import Interpreter as LceInterpreter
@@ -38,8 +39,6 @@ LCE_VARIANT = "lce"
 CALIBRATION_SAMPLES = 128
 # Bare models (no task) are calibrated on noise drawn with this seed, so reruns convert identically.
 NOISE_SEED = 0
-# Test inputs go through the interpreter this many at a time (the input tensor is resized once).
-EVAL_BATCH = 128
 ERROR_CHARS = 500
 
 
@@ -153,27 +152,6 @@ def litert_single_call(content: bytes, threads: int, sample: np.ndarray) -> Call
         return interpreter.get_tensor(output_index)
 
     return call
-
-
-def litert_predict(content: bytes, x: np.ndarray, threads: int) -> np.ndarray:
-    """Outputs for all of ``x``, ``EVAL_BATCH`` inputs per invoke (the last batch padded with zeros)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with native_stderr_filtered():
-        interpreter = Interpreter(model_content=content, num_threads=threads)
-        input_index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
-        interpreter.allocate_tensors()
-    output_index = interpreter.get_output_details()[0]["index"]
-    outputs = []
-    for start in range(0, len(x), EVAL_BATCH):
-        chunk = x[start : start + EVAL_BATCH].astype(np.float32)
-        padded = np.zeros((EVAL_BATCH, *x.shape[1:]), np.float32)
-        padded[: len(chunk)] = chunk
-        interpreter.set_tensor(input_index, padded)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index)[: len(chunk)])
-    return np.concatenate(outputs)
 
 
 def _lce_interpreter(content: bytes, threads: int) -> LceInterpreter:

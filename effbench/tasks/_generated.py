@@ -43,6 +43,23 @@ def cached_arrays(name: str, params: Mapping[str, Any], generate: Callable[[], A
     return arrays
 
 
+# Draws ``count`` examples of one split (0 train, 1 test) from a seed: (inputs, labels).
+SplitDrawer = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def drawn_splits(draw: SplitDrawer, seed: int, train: int, test: int) -> Arrays:
+    """``x_train``, ``y_train`` (split 0) and ``x_test``, ``y_test`` (split 1), each drawn by ``draw``."""
+    x_train, y_train = draw(seed, 0, train)
+    x_test, y_test = draw(seed, 1, test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def cached_drawn_splits(name: str, version: int, draw: SplitDrawer, seed: int, train: int, test: int) -> Arrays:
+    """:func:`drawn_splits`, generated once per (version, seed, sizes) and then read from the cache."""
+    params = {"version": version, "seed": seed, "train": train, "test": test}
+    return cached_arrays(name, params, lambda: drawn_splits(draw, seed, train, test))
+
+
 def read_arrays(path: Path) -> Arrays:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}

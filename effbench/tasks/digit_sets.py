@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from effbench.recipe import Recipe
 from effbench.registry import TaskSpec, register_task
-from effbench.tasks._digits import digit_pools, draw_groups
-from effbench.tasks._shared import smoke_recipe, splits_from_train_test
-from effbench.tasks.base import Splits, Task
+from effbench.tasks._digits import ComposedDigitsTask, draw_groups
 
 SET_SIZE = 3
 TRAIN_SETS, TEST_SETS = 10_000, 2_000
@@ -48,17 +45,8 @@ def digit_sets(images: np.ndarray, labels: np.ndarray, count: int, seed: int) ->
         target_accuracy=0.6,
     )
 )
-class DigitSets(Task):
+class DigitSets(ComposedDigitsTask):
     """Sets generated from the two digit pools with fixed seeds; 10% of the training sets are validation."""
 
-    recipes = {
-        "smoke": smoke_recipe(),
-        "quick": Recipe(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=20, batch_size=64),
-        "paper": Recipe(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=100, batch_size=64),
-    }
-
-    def load_splits(self) -> Splits:
-        x_pool, y_pool, x_test_pool, y_test_pool = digit_pools()
-        x_train, y_train = digit_sets(x_pool, y_pool, TRAIN_SETS, SEED)
-        x_test, y_test = digit_sets(x_test_pool, y_test_pool, TEST_SETS, SEED + 1)
-        return splits_from_train_test(x_train, y_train, x_test, y_test, val_fraction=0.1)
+    compose = staticmethod(digit_sets)
+    train_count, test_count, seed = TRAIN_SETS, TEST_SETS, SEED

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from effbench.recipe import Recipe
 from effbench.registry import TaskSpec, register_task
-from effbench.tasks._digits import digit_pools, draw_groups
-from effbench.tasks._shared import smoke_recipe, splits_from_train_test
-from effbench.tasks.base import Splits, Task
+from effbench.tasks._digits import ComposedDigitsTask, draw_groups
 
 FRAMES = 4
 TRAIN_SEQUENCES, TEST_SEQUENCES = 10_000, 2_000
@@ -46,17 +43,8 @@ def digit_sequences(images: np.ndarray, labels: np.ndarray, count: int, seed: in
         target_accuracy=0.5,
     )
 )
-class DigitsSeq(Task):
+class DigitsSeq(ComposedDigitsTask):
     """Sequences generated from the two digit pools with fixed seeds; 10% of the training ones are validation."""
 
-    recipes = {
-        "smoke": smoke_recipe(),
-        "quick": Recipe(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=20, batch_size=64),
-        "paper": Recipe(optimizer="adam", learning_rate=1e-3, schedule="cosine", epochs=100, batch_size=64),
-    }
-
-    def load_splits(self) -> Splits:
-        x_pool, y_pool, x_test_pool, y_test_pool = digit_pools()
-        x_train, y_train = digit_sequences(x_pool, y_pool, TRAIN_SEQUENCES, SEED)
-        x_test, y_test = digit_sequences(x_test_pool, y_test_pool, TEST_SEQUENCES, SEED + 1)
-        return splits_from_train_test(x_train, y_train, x_test, y_test, val_fraction=0.1)
+    compose = staticmethod(digit_sequences)
+    train_count, test_count, seed = TRAIN_SEQUENCES, TEST_SEQUENCES, SEED

@@ -21,7 +21,7 @@ import numpy as np
 from effbench.recipe import Recipe
 from effbench.registry import TaskSpec, register_task
 from effbench.tasks import _shapes
-from effbench.tasks._generated import cached_arrays
+from effbench.tasks._generated import cached_drawn_splits, drawn_splits
 from effbench.tasks._shared import smoke_recipe
 from effbench.tasks.base import Splits, Task
 
@@ -86,14 +86,11 @@ def stroke(rng: np.random.Generator, image: np.ndarray, presence: float, alpha_o
 
 
 def generate(seed: int = SEED, train: int = TRAIN_SCENES, test: int = TEST_SCENES) -> dict[str, np.ndarray]:
-    x_train, y_train = scenes(seed, 0, train)
-    x_test, y_test = scenes(seed, 1, test)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return drawn_splits(scenes, seed, train, test)
 
 
 def load_arrays() -> dict[str, np.ndarray]:
-    params = {"version": VERSION, "seed": SEED, "train": TRAIN_SCENES, "test": TEST_SCENES}
-    return cached_arrays("seg-shapes", params, generate)
+    return cached_drawn_splits("seg-shapes", VERSION, scenes, SEED, TRAIN_SCENES, TEST_SCENES)
 
 
 @register_task(

@@ -27,7 +27,7 @@ import numpy as np
 from effbench.recipe import Recipe
 from effbench.registry import TaskSpec, register_task
 from effbench.tasks import _shapes
-from effbench.tasks._generated import cached_arrays
+from effbench.tasks._generated import cached_drawn_splits, drawn_splits
 from effbench.tasks._shared import CIFAR_PAPER, smoke_recipe, splits_from_train_test
 from effbench.tasks.base import Splits, Task
 
@@ -98,14 +98,11 @@ def occlude(rng: np.random.Generator, image: np.ndarray, poses: _shapes.Poses, p
 
 def generate(seed: int = SEED, train: int = TRAIN_IMAGES, test: int = TEST_IMAGES) -> dict[str, np.ndarray]:
     """The whole task as uint8 images and int32 labels: ``x_train``, ``y_train``, ``x_test``, ``y_test``."""
-    x_train, y_train = shapes32_scenes(seed, 0, train)
-    x_test, y_test = shapes32_scenes(seed, 1, test)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return drawn_splits(shapes32_scenes, seed, train, test)
 
 
 def load_arrays() -> dict[str, np.ndarray]:
-    params = {"version": VERSION, "seed": SEED, "train": TRAIN_IMAGES, "test": TEST_IMAGES}
-    return cached_arrays("shapes32", params, generate)
+    return cached_drawn_splits("shapes32", VERSION, shapes32_scenes, SEED, TRAIN_IMAGES, TEST_IMAGES)
 
 
 @register_task(
