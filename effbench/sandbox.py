@@ -193,6 +193,8 @@ class Sandbox:
             command.insert(1, "--unshare-user")
         for device in sorted(Path("/dev").glob("nvidia*")):  # a GPU stays usable (and is all that is added)
             command += ["--dev-bind", str(device), str(device)]
+        for path in shadowed_code_paths():
+            command += ["--ro-bind", path, path]
         for mount in self.mounts:
             command += ["--ro-bind", str(mount.source), mount.target]
         command += ["--chdir", SCRATCH]
@@ -257,6 +259,22 @@ class Sandbox:
         if "error" in answer.manifest:
             raise SandboxError(str(answer.manifest["error"]))
         return answer
+
+
+# The sandbox's own tmpfs mounts: whatever lies under them on the host is hidden inside.
+TMPFS_TARGETS = ("/tmp", "/dev/shm", "/run")
+
+
+def shadowed_code_paths() -> list[str]:
+    """The interpreter, the environment and EffBench's checkout, where they lie under one of the sandbox's tmpfs
+    mounts (a checkout cloned into /tmp, as CI may): bound again read-only, or the child would not start."""
+    import effbench
+
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(effbench.__file__).resolve().parent.parent)}
+    return sorted(
+        path for path in candidates
+        if any(path == target or path.startswith(f"{target}/") for target in TMPFS_TARGETS) and Path(path).exists()
+    )  # fmt: skip
 
 
 def _drop_privileges() -> list[str]:
