@@ -182,10 +182,11 @@ class Planner:
             if TWIN in upstream:
                 job.twin_division = self.division_of(upstream[TWIN])
         missing = [track for track in tracks if track not in job.tracks and self._missing(job, track)]
-        train = train and (self.force or not self.is_cached(training))
+        # The job trains (so its consumed upstreams' models must exist) unless its own model is cached.
+        trains = self.force or not self.is_cached(training)
+        train = train and trains
         if not missing and not train:
             return
-        trains = bool(missing or train) and (self.force or not self.is_cached(training))
         for role, upstream in job.upstream.items():
             if role == TWIN:
                 self.add(upstream, ["accuracy"] if "accuracy" in missing else [])
@@ -411,25 +412,31 @@ class UpstreamArtifacts(Mapping):
             with tempfile.TemporaryDirectory(prefix="effbench-upstream-") as scratch:
                 write_files(Path(scratch), self._files[training.hash])
                 return load_artifact(Path(scratch))
-        raise RuntimeError(
-            f"upstream '{role}' ({training.method} on {training.task}, seed {training.seed}) has no trained model: "
-            "its training failed or was not run"
-        )
+        raise missing_upstream(role, training)
 
     def lineage(self) -> dict[str, float]:
         """Training hash -> train seconds of every consumed upstream training, transitively, each once."""
         seconds: dict[str, float] = {}
-        for training in self._job.training.consumed_upstreams().values():
-            summary = self._summary(training)
+        for role, training in self._job.training.consumed_upstreams().items():
+            summary = self._summary(role, training)
             seconds.update(summary.get("upstream_seconds", {}))
             seconds[training.hash] = summary["train_seconds"]
         return seconds
 
-    def _summary(self, training: TrainingConfig) -> dict:
+    def _summary(self, role: str, training: TrainingConfig) -> dict:
         cached = self._store.artifact_dir(training.hash) / ARTIFACT_SUMMARY
         if cached.is_file():
             return json.loads(cached.read_text())
+        if training.hash not in self._files:
+            raise missing_upstream(role, training)
         return json.loads(self._files[training.hash][ARTIFACT_SUMMARY])
+
+
+def missing_upstream(role: str, training: TrainingConfig) -> RuntimeError:
+    return RuntimeError(
+        f"upstream '{role}' ({training.method} on {training.task}, seed {training.seed}) has no trained model: "
+        "its training failed or was not run"
+    )
 
 
 # The file an artifact folder is complete with: written last, it lists every other file.

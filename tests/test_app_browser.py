@@ -24,7 +24,7 @@ def browser() -> str:
         return screenshot.chromium()
     except screenshot.ScreenshotError:
         if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; CI installs it in .ci/run")
+            pytest.fail("chromium is not installed; `make test` installs it where it runs as root with apt-get")
         pytest.skip("chromium is not installed (apt-get install chromium); the browser test needs it")
 
 
