@@ -386,3 +386,16 @@ def test_the_epoch_schedule_callback_advances_the_quantizers_during_fit(slug):
 
 def test_recu_runs_through_the_runner_and_reports_its_ratio_to_the_fp32_twin(tmp_path):
     assert_operator_reports_ratio_to_fp32_twin("recu", tmp_path)
+
+
+def test_every_binarization_operator_deploys_as_its_lce_flatbuffer():
+    from effbench.registry import METHODS
+    from effbench.track import MeasureContext, Metric
+    from tracks import edge
+
+    operators = METHODS.select(suite="binarization")
+    assert len(operators) == 19 and {entry.factory.deployment for entry in operators} == {"lce"}
+    measured = [Metric("size_bytes", 900, "bytes", "lce"), Metric("size_bytes", 4000, "bytes", "float32")]
+    repeated = edge.deployed_metrics(measured, MeasureContext(model=None, deployment="lce"), None)
+    expected = [("deployment", "lce", ""), ("size_bytes", 900, "deployed")]
+    assert [(m.name, m.value, m.scope) for m in repeated] == expected

@@ -255,6 +255,8 @@ def mst_layers(model: keras.Model) -> list[keras.layers.Layer]:
 )
 class MSTCompression(Method):
     default_options: ClassVar[dict[str, Any]] = {"backbone": None}
+    # The compressed BNN keeps its binary layers: like the operators, it deploys as an LCE flatbuffer.
+    deployment: ClassVar[str | None] = "lce"
 
     def requires(self, task: TaskSpec) -> dict[str, MethodRef]:
         """The trained BNN: the ``bnn`` operator on the same backbone, trained once by the runner."""

@@ -264,6 +264,9 @@ class OperatorMethod(Method):
     default_options: ClassVar[dict[str, Any]] = {"backbone": None, "init": TRAINED}
     # Operators are judged by the binarization protocol in whatever suite they register (a submission's).
     protocol: ClassVar[str] = "binarization"
+    # A binarized network deploys as a Larq Compute Engine flatbuffer: the edge track repeats that variant as
+    # ``deployed``, so the suite's deployment sits in the same scope as a quantizer's int8 file.
+    deployment: ClassVar[str | None] = "lce"
 
     def __init__(self, **options: Any):
         super().__init__(**options)
