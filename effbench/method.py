@@ -46,10 +46,16 @@ class Deployable:
     ``tflite`` is a TFLite flatbuffer that *is* the deployment (post-training quantization): the tracks that
     can run a flatbuffer (accuracy, edge) measure it, the others measure ``model``, the Keras model it was
     converted from.
+
+    ``facts`` are what the method decided for this deployable and a reader needs to re-run or judge it, as
+    JSON values: a mixed-precision method's per-layer bit widths (``{"bit_widths": {layer: [w, a]}}``), the
+    calibration data a post-training quantizer used (``{"calibration": {"split": "train", "samples": 128}}``).
+    Every record of the deployable carries them (``Record.facts``).
     """
 
     model: keras.Model
     tflite: bytes | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,8 +68,9 @@ class Artifact:
     train_seconds: float = 0.0
     # Further deployables by name (a sub-network "width=0.5", a variant "int8"), besides ``model`` (MAIN).
     deployables: dict[str, Deployable] = field(default_factory=dict)
-    # The main deployable's converted flatbuffer, where that is the deployment (see Deployable).
+    # The main deployable's converted flatbuffer, where that is the deployment, and its facts (see Deployable).
     tflite: bytes | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
     # Filled by the runner after training: train_samples, peak_rss_bytes, peak_gpu_bytes.
     train_stats: dict[str, float] = field(default_factory=dict)
     # Filled by the runner: training hash -> train seconds of every upstream training this one consumed,
@@ -74,7 +81,7 @@ class Artifact:
         """Every deployable by name, the main one (``MAIN``) first."""
         if MAIN in self.deployables:
             raise ValueError("the main deployable is Artifact.model; name the others with non-empty names")
-        return {MAIN: Deployable(self.model, self.tflite), **self.deployables}
+        return {MAIN: Deployable(self.model, self.tflite, self.facts), **self.deployables}
 
 
 def _parse_ref(text: str, noun: str) -> tuple[str, tuple[tuple[str, Any], ...]]:

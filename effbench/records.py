@@ -153,13 +153,17 @@ class Record:
     # effbench.registry.method_about), and for a submission's runs who submitted it (team, licence, paper):
     # so a record read where the method is not registered still says what it measured.
     about: dict[str, Any] = field(default_factory=dict)
+    # What the method decided for the deployable measured (effbench.method.Deployable.facts): a mixed-precision
+    # method's per-layer bit widths, a quantizer's calibration data.
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
         # Shallow on purpose (no dataclasses.asdict deep copy): it is built for every record read.
         body: dict[str, Any] = {"schema": SCHEMA}
         body.update((f.name, getattr(self, f.name)) for f in fields(self))
-        if not self.about:
-            del body["about"]  # records written before the field keep their content hash
+        for optional in ("about", "facts"):
+            if not body[optional]:
+                del body[optional]  # records written before the field keep their content hash
         body["metrics"] = [
             {"metric": m.name, "value": m.value, "unit": m.unit, "scope": m.scope} for m in self.metrics
         ]
@@ -213,7 +217,9 @@ RECORD_FIELDS: dict[str, type] = {
     "division": str, "hardware": dict, "versions": dict, "git_commit": str, "timestamp": str,
     "metrics": list,
 }  # fmt: skip
-OPTIONAL_FIELDS: dict[str, Any] = {"curves": {}, "files": {}, "source": MEASURED, "deployable": "", "about": {}}
+OPTIONAL_FIELDS: dict[str, Any] = {
+    "curves": {}, "files": {}, "source": MEASURED, "deployable": "", "about": {}, "facts": {},
+}  # fmt: skip
 KNOWN_FIELDS = {"schema", "content_hash", *RECORD_FIELDS, *OPTIONAL_FIELDS}
 # Fields whose values become folder names of the store, or that must be short names.
 SLUG_FIELDS = ("method", "suite", "task", "track", "budget", "division")
@@ -249,7 +255,8 @@ def _check_fields(values: dict[str, Any], source: str) -> None:
     _check_scalars(values["versions"], "versions", source, (str,))
     _check_curves(values["curves"], source)
     _check_files(values, source)
-    _check_about(values["about"], "about", source)
+    _check_json(values["about"], "about", source)
+    _check_json(values["facts"], "facts", source)
 
 
 def _check_scalars(mapping: dict[str, Any], name: str, source: str, kinds: tuple[type, ...]) -> None:
@@ -273,18 +280,18 @@ def _check_curves(curves: Any, source: str) -> None:
                                   "expected a finite number")  # fmt: skip
 
 
-def _check_about(value: Any, name: str, source: str) -> None:
-    """``about`` is an object of plain JSON: objects with short keys, lists, short texts, finite numbers."""
-    if name == "about" and not isinstance(value, dict):
-        raise RecordError(f"{source}: field 'about' is {_shown(value)}, expected an object")
+def _check_json(value: Any, name: str, source: str) -> None:
+    """``about`` and ``facts`` are objects of plain JSON: objects with short keys, lists, short texts, numbers."""
+    if "." not in name and "[" not in name and not isinstance(value, dict):
+        raise RecordError(f"{source}: field '{name}' is {_shown(value)}, expected an object")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or len(key) > 128:
                 raise RecordError(f"{source}: field '{name}' has key {_shown(key)}, expected a short string")
-            _check_about(item, f"{name}.{key}", source)
+            _check_json(item, f"{name}.{key}", source)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_about(item, f"{name}[{index}]", source)
+            _check_json(item, f"{name}[{index}]", source)
     elif not isinstance(value, str | int | float | bool | None) or _non_finite(value) or (
         isinstance(value, str) and len(value) > MAX_TEXT
     ):

@@ -352,6 +352,7 @@ class JobRunner:
             files = read_files(Path(scratch))
         self.log(f"  {describe_run(run)}: {len(metrics)} metrics in {time.perf_counter() - started:.1f}s")
         record = build_record(run, method, metrics, artifact.history if run.track == "accuracy" else {})
+        record.facts = deployable.facts
         final = self.store.files_dir(run.training.task, run.training.method.slug, run.hash)
         record.files = describe_files(files, final, self.store.root)
         return RunOutput(record, files)
@@ -463,7 +464,7 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
     deployables = {}
     for index, (name, deployable) in enumerate(artifact.all_deployables().items()):
         stem = "model" if name == MAIN else f"deployable-{index}"
-        entry = {"keras": f"{stem}.keras", "tflite": None}
+        entry = {"keras": f"{stem}.keras", "tflite": None, "facts": deployable.facts}
         _rename_into_place(folder / entry["keras"], deployable.model.save)
         if deployable.tflite is not None:
             entry["tflite"] = f"{stem}.tflite"
@@ -516,12 +517,13 @@ def _load_artifact(folder: Path) -> Artifact:
         name: Deployable(
             keras.models.load_model(folder / entry["keras"], compile=False),
             (folder / entry["tflite"]).read_bytes() if entry.get("tflite") else None,
+            entry.get("facts", {}),
         )
         for name, entry in entries.items()
     }
     main = loaded.pop(MAIN)
     return Artifact(
-        main.model, saved["history"], saved["train_seconds"], deployables=loaded, tflite=main.tflite,
+        main.model, saved["history"], saved["train_seconds"], deployables=loaded, tflite=main.tflite, facts=main.facts,
         train_stats=saved.get("train_stats", {}), upstream_seconds=saved.get("upstream_seconds", {}),
     )  # fmt: skip
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from effbench.tflite import litert_predict
 from effbench.track import Metric
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 DEPLOYED, FLOAT32, LCE = "deployed", "float32", "lce"
 # The variant whose numbers are the whole-model ones, in order of preference.
 HEADLINE = (DEPLOYED, FLOAT32, LCE)
-EVAL_BATCH = 128
 
 
 def flatbuffers(
@@ -111,32 +111,6 @@ def predict(content: bytes, x: np.ndarray, variant: str) -> np.ndarray:
 
         return np.asarray(LceInterpreter(content, num_threads=1, use_xnnpack=False).predict(x.astype(np.float32)))
     return litert_predict(content, x, threads=1)
-
-
-def litert_predict(content: bytes, x: np.ndarray, threads: int) -> np.ndarray:
-    """Outputs for all of ``x`` on LiteRT, ``EVAL_BATCH`` inputs per invoke (the last batch padded with zeros).
-
-    The one batched LiteRT evaluation: the verifier here and the tracks (``tracks._tflite``) both use it.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    from effbench.console import native_stderr_filtered
-
-    with native_stderr_filtered():  # LiteRT's note that it applied its XNNPACK delegate
-        interpreter = Interpreter(model_content=content, num_threads=threads)
-        input_index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
-        interpreter.allocate_tensors()
-    output_index = interpreter.get_output_details()[0]["index"]
-    outputs = []
-    for start in range(0, len(x), EVAL_BATCH):
-        chunk = x[start : start + EVAL_BATCH].astype(np.float32)
-        padded = np.zeros((EVAL_BATCH, *x.shape[1:]), np.float32)
-        padded[: len(chunk)] = chunk
-        interpreter.set_tensor(input_index, padded)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index)[: len(chunk)])
-    return np.concatenate(outputs)
 
 
 def headline_metrics(scoped: list[Metric]) -> list[Metric]:

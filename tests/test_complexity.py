@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from effbench.bits import layer_bit_widths
 from effbench.tf import keras
 from effbench.track import MeasureContext
-from tracks._bits import layer_bit_widths
 from tracks.complexity import (
     ComplexityError,
     ComplexityReport,
@@ -280,6 +280,29 @@ def test_tfmot_quantized_model_keeps_float_params_and_counts_8_bits():
     kernels = 3 * 3 * 3 * 4 + 144 * 10
     assert report.size_bits == kernels * 8 + (ref.params - kernels) * 32
     assert report.bops == ref.macs * 64
+
+
+def test_tfmot_n_bit_models_count_the_bits_their_quantize_configs_declare_also_after_an_h5_reload(tmp_path):
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+        default_n_bit_quantize_scheme,
+    )
+
+    # Conv -> BN: TFMOT 0.8.1 gives a conv followed directly by a ReLU a NoOp config (its kernel stays float).
+    float_model = keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(4, 3, name="conv"), L.BatchNormalization(name="bn"), L.ReLU(name="relu"),
+        L.Flatten(name="flat"), L.Dense(10, name="fc"),
+    ])
+    scheme = default_n_bit_quantize_scheme.DefaultNBitQuantizeScheme(num_bits_weight=4, num_bits_activation=6)
+    annotated = tfmot.quantization.keras.quantize_annotate_model(float_model)
+    quantized = tfmot.quantization.keras.quantize_apply(annotated, scheme)
+    with tfmot.quantization.keras.quantize_scope():
+        quantized.save(tmp_path / "qat.h5")
+        reloaded = keras.models.load_model(tmp_path / "qat.h5")
+    for model in (quantized, reloaded):
+        report = count_complexity(model)
+        assert [(report.row(n).w_bits, report.row(n).a_bits) for n in ("quant_conv", "quant_fc")] == [(4, 6)] * 2
+        assert report.bops == count_complexity(float_model).macs * 4 * 6
 
 
 @pytest.mark.parametrize(

@@ -221,8 +221,9 @@ def converting_method(toy_methods):
         def run(self, context: TrainContext) -> Artifact:
             model = tiny_dense_model(context.task.spec.input_shape, context.task.spec.num_classes)
             history, seconds = fit(model, context)
-            converted = Deployable(scaled_copy(model, 1.0), tflite=float_flatbuffer(model))
-            return Artifact(model, history, seconds, deployables={"tflite": converted})
+            converted = Deployable(scaled_copy(model, 1.0), float_flatbuffer(model), {"calibration": "none"})
+            facts = {"bit_widths": {"dense": [32, 32]}}
+            return Artifact(model, history, seconds, deployables={"tflite": converted}, facts=facts)
 
     yield
     METHODS.remove("toy-converted")
@@ -243,6 +244,19 @@ def test_a_flatbuffer_deployable_is_what_accuracy_and_edge_measure(tmp_path, con
     main = values[("edge", "")]
     assert main[("", "deployment")] == "float16"
     assert main[("deployed", "size_bytes")] == main[("float16", "size_bytes")]
+
+
+def test_every_record_of_a_deployable_carries_its_facts_also_when_the_artifact_comes_from_the_cache(
+    tmp_path, converting_method
+):
+    store = ResultStore(tmp_path)
+    execute_plan(plan(store, ["toy-converted"], tracks=["accuracy"]), store, **QUIET)
+    execute_plan(plan(store, ["toy-converted"], tracks=["complexity"]), store, **QUIET)  # the cached artifact
+    facts = {(r.track, r.deployable): r.facts for r in store.records()}
+    assert facts == {
+        ("accuracy", ""): {"bit_widths": {"dense": [32, 32]}}, ("accuracy", "tflite"): {"calibration": "none"},
+        ("complexity", ""): {"bit_widths": {"dense": [32, 32]}}, ("complexity", "tflite"): {"calibration": "none"},
+    }  # fmt: skip
 
 
 def test_each_deployable_is_a_row_of_the_tables_and_a_point_of_its_method_curve(tmp_path, graph_methods):

@@ -21,74 +21,28 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from effbench.console import native_stderr_filtered
-from effbench.tasks.base import Splits
-from effbench.tf import keras, tf
-from effbench.verify import litert_predict  # noqa: F401 - the tracks' batched LiteRT evaluation is the core's
+from effbench.tf import keras
+from effbench.tflite import (  # noqa: F401 - the conversions and the batched evaluation are the core's
+    CALIBRATION_SAMPLES,
+    NOISE_SEED,
+    TFLITE_VARIANTS,
+    Calibration,
+    calibration,
+    convert,
+    error_text,
+    input_shape,
+    litert_predict,
+)
 
 if TYPE_CHECKING:
     from larq_compute_engine.tflite.python.interpreter import Interpreter as LceInterpreter
 
-TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
 LCE_VARIANT = "lce"
-CALIBRATION_SAMPLES = 128
-# Bare models (no task) are calibrated on noise drawn with this seed, so reruns convert identically.
-NOISE_SEED = 0
-ERROR_CHARS = 500
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The int8 representative dataset and where it came from (recorded with the int8 variant)."""
-
-    samples: np.ndarray
-    source: str
-
-
-def input_shape(model: keras.Model) -> tuple[int, ...]:
-    """The per-example input shape; the edge track needs one input with every dimension known."""
-    if len(model.inputs) != 1:
-        raise ValueError(f"the edge track needs a model with one input; this one has {len(model.inputs)}")
-    shape = tuple(model.inputs[0].shape[1:])
-    if any(dim is None for dim in shape):
-        raise ValueError(f"input shape {shape} has free dimensions: rebuild the model on a fixed input shape")
-    return shape
-
-
-def calibration(model: keras.Model, splits: Splits | None) -> Calibration:
-    """The first ``CALIBRATION_SAMPLES`` training inputs, or seeded standard-normal noise without a task."""
-    if splits is not None:
-        samples = splits.x_train[:CALIBRATION_SAMPLES].astype(np.float32)
-        return Calibration(samples, f"first {len(samples)} examples of the run's training split")
-    noise = np.random.default_rng(NOISE_SEED).standard_normal((CALIBRATION_SAMPLES, *input_shape(model)))
-    return Calibration(
-        noise.astype(np.float32),
-        f"{CALIBRATION_SAMPLES} standard-normal noise inputs (seed {NOISE_SEED}): no task data",
-    )
-
-
-def convert(model: keras.Model, variant: str, data: Calibration) -> bytes:
-    """The flatbuffer of one of ``TFLITE_VARIANTS``; raises what the converter raises."""
-    if variant not in TFLITE_VARIANTS:
-        raise ValueError(f"unknown TFLite variant '{variant}'; expected one of {', '.join(TFLITE_VARIANTS)}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif variant == "int8":
-        converter.representative_dataset = lambda: ([sample[None]] for sample in data.samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # Float in and out, so every variant takes the same inputs and is scored the same way.
-        converter.inference_input_type = tf.float32
-        converter.inference_output_type = tf.float32
-    with native_stderr_filtered():  # the converter prints its settings from C++
-        return converter.convert()
 
 
 def convert_lce(model: keras.Model) -> bytes:
@@ -105,26 +59,7 @@ def has_larq_layers(model: keras.Model) -> bool:
     Classes are matched by their module names along the MRO, so larq is imported only when a model uses it;
     methods' own binary layers (a ``QuantConv2D`` with a learned scale) count too.
     """
-    return any(
-        cls.__module__.startswith("larq.") for module in model.submodules for cls in type(module).__mro__
-    )
-
-
-def error_text(error: Exception) -> str:
-    """A short, readable account of a failed conversion or run.
-
-    The TFLite converter's message starts with MLIR source locations; its ``errors`` list holds one
-    entry per offending op, whose first line names the op and whose last line gives the error code.
-    """
-    details = [d.error_message for d in getattr(error, "errors", []) if d.error_message]
-    text = "; ".join(map(_converter_error_line, details)) if details else f"{type(error).__name__}: {error}"
-    return " ".join(text.split())[:ERROR_CHARS]
-
-
-def _converter_error_line(message: str) -> str:
-    lines = message.splitlines()
-    code = lines[-1].removeprefix("Error code: ")
-    return f"{lines[0]} [{code}]" if code != lines[-1] else lines[0]
+    return any(cls.__module__.startswith("larq.") for module in model.submodules for cls in type(module).__mro__)
 
 
 def litert_version() -> str:

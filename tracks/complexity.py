@@ -62,7 +62,7 @@ the layer and class, so nothing that holds parameters is silently miscounted.
 BOPs, OPs, size, params, sparsity
 ---------------------------------
 * BOPs = :math:`\text{MACs} \cdot b_w \cdot b_a` per layer, with :math:`(b_w, b_a)` from
-  :func:`tracks._bits.layer_bit_widths`: the bit-operation count of mixed-precision quantization work,
+  :func:`effbench.bits.layer_bit_widths`: the bit-operation count of mixed-precision quantization work,
   every MAC weighted by the product of its operands' widths. A float layer therefore counts
   :math:`32 \cdot 32 = 1024` BOPs per MAC; a binary layer 1. This is *not* what BiBench, Bi-Real Net and
   ReActNet report; that is OPs.
@@ -93,10 +93,7 @@ from typing import Any
 
 import numpy as np
 
-from effbench.registry import MetricSpec, register_track
-from effbench.tf import keras, tf
-from effbench.track import MeasureContext, Metric, Track
-from tracks._bits import (
+from effbench.bits import (
     FLOAT_BITS,
     KERNEL_KINDS,
     is_tfmot_prune_wrapper,
@@ -106,6 +103,9 @@ from tracks._bits import (
     layer_bit_widths,
     unknown_quantizers,
 )
+from effbench.registry import MetricSpec, register_track
+from effbench.tf import keras, tf
+from effbench.track import MeasureContext, Metric, Track
 
 Shape = tuple[Any, ...]
 

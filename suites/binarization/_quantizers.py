@@ -15,7 +15,7 @@ modules import from here so each mechanism is written once.
 
 A scale multiplies the binary values, so a binary layer still computes its multiply-accumulates as
 XNOR-popcount on :math:`\pm 1` operands; the per-channel (or per-sample) float multiply comes after,
-once per output value. The complexity track (``tracks._bits.layer_bit_widths``) reads the quantizers'
+once per output value. The complexity track (``effbench.bits.layer_bit_widths``) reads the quantizers'
 ``precision = 1`` and counts such a layer at 1 bit for weights and activations, the way BiBench and
 XNOR-Net count it; the scale multiply itself is not counted (it is O(outputs), not O(MACs)).
 """

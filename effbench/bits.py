@@ -11,12 +11,16 @@ who quantized the layer:
    string is resolved with ``larq.quantizers.get``. No quantizer means a float tensor, 32 bits.
    A quantizer without a known precision also counts as 32 bits, and is reported by
    :func:`unknown_quantizers` so the caller can warn instead of guessing silently.
-3. TFMOT ``QuantizeWrapper`` / ``QuantizeWrapperV2`` (``tfmot.quantization.keras.quantize_model``):
-   TFMOT's default scheme is 8-bit weights and 8-bit activations, so (8, 8).
+3. TFMOT ``QuantizeWrapper`` / ``QuantizeWrapperV2`` (``tfmot.quantization.keras.quantize_model``): the bits
+   its ``quantize_config`` declares. Weights: the widest ``num_bits`` of the config's weight quantizers.
+   Activations: the config's ``_num_bits_activation`` (the experimental N-bit scheme), else the widest
+   ``num_bits`` of its activation and output quantizers; TFMOT's default scheme quantizes every input of a
+   quantized layer at 8 bits, so a config that names none is (8, 8), as is one that cannot be read.
    TFMOT's ``PruneLowMagnitude`` wrapper is transparent: its wrapped layer decides.
 4. Anything else is a float layer: (32, 32).
 
-The module is underscore-prefixed so the registry's auto-import skips it: it registers nothing.
+It is the core's, so the methods that declare bit widths (``effbench_bits``) and the complexity track that
+counts them read one definition.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 FLOAT_BITS = 32
+# TFMOT's default scheme: 8-bit weights and 8-bit activations.
 TFMOT_BITS = (8, 8)
 
 # Weight variables stored at the layer's weight bit width; every other variable (bias, BN
@@ -38,6 +43,26 @@ _KERNEL_QUANTIZERS = {
 }
 
 _TFMOT_QUANTIZE_WRAPPERS = ("QuantizeWrapper", "QuantizeWrapperV2")
+
+
+def _declared_num_bits(quantizers: list[Any]) -> int | None:
+    bits = [int(q.num_bits) for q in quantizers if isinstance(getattr(q, "num_bits", None), int)]
+    return max(bits, default=None)
+
+
+def tfmot_bits(wrapper: Any) -> tuple[int, int]:
+    """(weight bits, activation bits) a TFMOT quantize wrapper's ``quantize_config`` declares (docstring, 3)."""
+    config, layer = getattr(wrapper, "quantize_config", None), wrapper.layer
+    try:
+        w_bits = _declared_num_bits([q for _, q in config.get_weights_and_quantizers(layer)])
+        a_bits = getattr(config, "_num_bits_activation", None) or _declared_num_bits(
+            [q for _, q in config.get_activations_and_quantizers(layer)] + list(config.get_output_quantizers(layer))
+        )
+    except AttributeError:  # no config, or a user's config without the QuantizeConfig interface
+        return TFMOT_BITS
+    if w_bits is None:  # a config that leaves the weights alone keeps them float
+        w_bits = FLOAT_BITS if any(hasattr(layer, kind) for kind in KERNEL_KINDS) else TFMOT_BITS[0]
+    return w_bits, int(a_bits or TFMOT_BITS[1])
 
 
 def _is_tfmot(layer: Any, class_names: tuple[str, ...]) -> bool:
@@ -98,7 +123,7 @@ def kernel_bit_widths(layer: Any) -> dict[str, int]:
     if explicit is not None:
         return dict.fromkeys(KERNEL_KINDS, explicit[0])
     if is_tfmot_quantize_wrapper(layer):
-        return dict.fromkeys(KERNEL_KINDS, TFMOT_BITS[0])
+        return dict.fromkeys(KERNEL_KINDS, tfmot_bits(layer)[0])
     if is_tfmot_prune_wrapper(layer):
         return kernel_bit_widths(layer.layer)
     bits = dict.fromkeys(KERNEL_KINDS, FLOAT_BITS)
@@ -122,7 +147,7 @@ def layer_bit_widths(layer: Any) -> tuple[int, int]:
     if explicit is not None:
         return explicit
     if is_tfmot_quantize_wrapper(layer):
-        return TFMOT_BITS
+        return tfmot_bits(layer)
     if is_tfmot_prune_wrapper(layer):
         return layer_bit_widths(layer.layer)
     kinds = _present_kernel_kinds(layer)

@@ -1,0 +1,126 @@
+"""TFLite conversion and the batched LiteRT evaluation: the core's, for the tracks and for the methods.
+
+A post-training quantizer's deployment *is* a converted flatbuffer, so methods convert as the edge track does,
+with the same settings; both use this module (suites never import tracks).
+
+Every variant keeps float32 inputs and outputs (the int8 variant quantizes and dequantizes inside the
+graph), so the same test inputs feed every variant and their outputs are compared directly.
+
+- ``float32``: ``TFLiteConverter.from_keras_model`` with no optimization.
+- ``float16``: ``Optimize.DEFAULT`` and ``supported_types = [tf.float16]``: weights stored as float16,
+  dequantized to float32 when the model is loaded; arithmetic stays float32 on CPU.
+- ``dynamic``: ``Optimize.DEFAULT`` with no data: int8 weights; activations are quantized on the fly
+  by the kernels that support it, the rest computes in float.
+- ``int8``: full integer quantization: ``Optimize.DEFAULT``, builtin int8 ops only, activation ranges
+  calibrated on a representative dataset (:class:`Calibration`, ``CALIBRATION_SAMPLES`` inputs by default).
+
+LiteRT is imported where it is used: every command imports this module through the tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from effbench.console import native_stderr_filtered
+from effbench.tasks.base import Splits
+from effbench.tf import keras, tf
+
+TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+CALIBRATION_SAMPLES = 128
+# Bare models (no task) are calibrated on noise drawn with this seed, so reruns convert identically.
+NOISE_SEED = 0
+ERROR_CHARS = 500
+# Inputs per LiteRT invoke in litert_predict.
+EVAL_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The int8 representative dataset and where it came from (recorded with the int8 variant)."""
+
+    samples: np.ndarray
+    source: str
+
+
+def input_shape(model: keras.Model) -> tuple[int, ...]:
+    """The per-example input shape; the edge track needs one input with every dimension known."""
+    if len(model.inputs) != 1:
+        raise ValueError(f"the edge track needs a model with one input; this one has {len(model.inputs)}")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(dim is None for dim in shape):
+        raise ValueError(f"input shape {shape} has free dimensions: rebuild the model on a fixed input shape")
+    return shape
+
+
+def calibration(model: keras.Model, splits: Splits | None) -> Calibration:
+    """The first ``CALIBRATION_SAMPLES`` training inputs, or seeded standard-normal noise without a task."""
+    if splits is not None:
+        samples = splits.x_train[:CALIBRATION_SAMPLES].astype(np.float32)
+        return Calibration(samples, f"first {len(samples)} examples of the run's training split")
+    noise = np.random.default_rng(NOISE_SEED).standard_normal((CALIBRATION_SAMPLES, *input_shape(model)))
+    return Calibration(
+        noise.astype(np.float32),
+        f"{CALIBRATION_SAMPLES} standard-normal noise inputs (seed {NOISE_SEED}): no task data",
+    )
+
+
+def convert(model: keras.Model, variant: str, data: Calibration) -> bytes:
+    """The flatbuffer of one of ``TFLITE_VARIANTS``; raises what the converter raises."""
+    if variant not in TFLITE_VARIANTS:
+        raise ValueError(f"unknown TFLite variant '{variant}'; expected one of {', '.join(TFLITE_VARIANTS)}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        converter.representative_dataset = lambda: ([sample[None]] for sample in data.samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # Float in and out, so every variant takes the same inputs and is scored the same way.
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+    with native_stderr_filtered():  # the converter prints its settings from C++
+        return converter.convert()
+
+
+def error_text(error: Exception) -> str:
+    """A short, readable account of a failed conversion or run.
+
+    The TFLite converter's message starts with MLIR source locations; its ``errors`` list holds one
+    entry per offending op, whose first line names the op and whose last line gives the error code.
+    """
+    details = [d.error_message for d in getattr(error, "errors", []) if d.error_message]
+    text = "; ".join(map(_converter_error_line, details)) if details else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())[:ERROR_CHARS]
+
+
+def _converter_error_line(message: str) -> str:
+    lines = message.splitlines()
+    code = lines[-1].removeprefix("Error code: ")
+    return f"{lines[0]} [{code}]" if code != lines[-1] else lines[0]
+
+
+def litert_predict(content: bytes, x: np.ndarray, threads: int) -> np.ndarray:
+    """Outputs for all of ``x`` on LiteRT, ``EVAL_BATCH`` inputs per invoke (the last batch padded with zeros).
+
+    The one batched LiteRT evaluation: the verifier, the tracks and the methods that score a flatbuffer use it.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    with native_stderr_filtered():  # LiteRT's note that it applied its XNNPACK delegate
+        interpreter = Interpreter(model_content=content, num_threads=threads)
+        input_index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
+        interpreter.allocate_tensors()
+    output_index = interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for start in range(0, len(x), EVAL_BATCH):
+        chunk = x[start : start + EVAL_BATCH].astype(np.float32)
+        padded = np.zeros((EVAL_BATCH, *x.shape[1:]), np.float32)
+        padded[: len(chunk)] = chunk
+        interpreter.set_tensor(input_index, padded)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output_index)[: len(chunk)])
+    return np.concatenate(outputs)
