@@ -1,7 +1,14 @@
-"""Loading saved Keras models that EffBench did not train, for ``effbench measure``."""
+"""Loading saved Keras models: those EffBench did not train (``effbench measure``) and its own cached ones.
+
+TFMOT's wrapped models (quantization-aware, pruned, clustered) load only inside TFMOT's scopes, which
+register its wrappers, quantizers and configs: :func:`loading_scope` opens all three, and every load of a
+model file goes through it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from effbench.tf import keras
@@ -9,6 +16,25 @@ from effbench.tf import keras
 # isort: split
 # larq imports TensorFlow, so effbench.tf goes first: it selects the Keras 2 API (tf_keras) larq needs.
 import larq  # noqa: F401  (registers larq's layers and quantizers so their models load)
+
+
+@contextlib.contextmanager
+def loading_scope() -> Iterator[None]:
+    """TFMOT's quantize, prune and cluster scopes together: inside it, TFMOT's saved models load."""
+    import tensorflow_model_optimization as tfmot
+
+    with (
+        tfmot.quantization.keras.quantize_scope(),
+        tfmot.sparsity.keras.prune_scope(),
+        tfmot.clustering.keras.cluster_scope(),
+    ):
+        yield
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    """``keras.models.load_model(path, compile=False)`` inside :func:`loading_scope`."""
+    with loading_scope():
+        return keras.models.load_model(path, compile=False)
 
 
 class ModelFileError(ValueError):
@@ -24,7 +50,7 @@ def load_model_file(path: Path, input_shape: tuple[int, ...] | None = None) -> k
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = load_keras_model(path)
     except Exception as error:  # noqa: BLE001 - loaders raise many types; the user needs the text
         raise ModelFileError(f"{path}: Keras could not load it: {error}") from error
     if input_shape is not None:

@@ -37,6 +37,7 @@ from typing import Protocol
 from effbench import provenance
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import MAIN, TWIN, Artifact, Deployable, Method, MethodRef
+from effbench.modelfile import load_keras_model
 from effbench.progress import ProgressLine
 from effbench.protocol import division_of
 from effbench.recipe import Recipe, distribution_strategy
@@ -347,6 +348,7 @@ class JobRunner:
                 recipe=context.recipe, reference=reference, files_dir=Path(scratch),
                 retrain=lambda recipe: retrain(method, context, recipe),
                 deployable=run.deployable, tflite=deployable.tflite, deployment=method.deployment,
+                twin_model=functools.partial(cached_twin_model, context.upstream),
             )  # fmt: skip
             metrics = track.measure(measure_context)
             files = read_files(Path(scratch))
@@ -433,8 +435,12 @@ class UpstreamArtifacts(Mapping):
         return json.loads(self._files[training.hash][ARTIFACT_SUMMARY])
 
 
-def missing_upstream(role: str, training: TrainingConfig) -> RuntimeError:
-    return RuntimeError(
+class MissingUpstream(RuntimeError):
+    """An upstream training whose model is neither cached nor sent with the job."""
+
+
+def missing_upstream(role: str, training: TrainingConfig) -> MissingUpstream:
+    return MissingUpstream(
         f"upstream '{role}' ({training.method} on {training.task}, seed {training.seed}) has no trained model: "
         "its training failed or was not run"
     )
@@ -515,7 +521,7 @@ def _load_artifact(folder: Path) -> Artifact:
     entries = saved.get("deployables", {MAIN: {"keras": "model.keras", "tflite": None}})
     loaded = {
         name: Deployable(
-            keras.models.load_model(folder / entry["keras"], compile=False),
+            load_keras_model(folder / entry["keras"]),
             (folder / entry["tflite"]).read_bytes() if entry.get("tflite") else None,
             entry.get("facts", {}),
         )
@@ -526,6 +532,16 @@ def _load_artifact(folder: Path) -> Artifact:
         main.model, saved["history"], saved["train_seconds"], deployables=loaded, tflite=main.tflite, facts=main.facts,
         train_stats=saved.get("train_stats", {}), upstream_seconds=saved.get("upstream_seconds", {}),
     )  # fmt: skip
+
+
+def cached_twin_model(upstream: Mapping[str, Artifact]) -> keras.Model | None:
+    """The FP32 twin's trained model from the job's upstreams, or None when it has none or it is not cached."""
+    if TWIN not in upstream:
+        return None
+    try:
+        return upstream[TWIN].model
+    except MissingUpstream:
+        return None
 
 
 def twin_reference(store: ResultStore, job: Job) -> dict[str, float] | None:

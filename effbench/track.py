@@ -71,6 +71,9 @@ class MeasureContext:
     tflite: bytes | None = None
     # The edge variant that is the method's deployment ("int8", "lce"), reported again as scope "deployed".
     deployment: str | None = None
+    # Loads the FP32 twin's trained model (a fresh copy); None when the method has no twin, or the twin's model
+    # is not cached (its records were there, so it was not trained again).
+    twin_model: Callable[[], keras.Model | None] | None = None
 
 
 class Track(abc.ABC):
