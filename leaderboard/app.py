@@ -292,6 +292,7 @@ def method_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
         layers, constants = tables.drop_constant_keys(layers)
         with st.expander(f"{len(layers)} rows: every layer of every task and variant measured"):
             show_view(tables.View(layers, constants, {}))
+    method_facts(context.runs, method)
     curves = tables.method_curves(frames.curves, method)
     if not curves.empty:
         st.subheader("Training curves")
@@ -310,6 +311,19 @@ def method_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
     chosen = st.selectbox("Record", list(labels), key=f"record_{method}", format_func=labels.__getitem__)
     st.json(runs.loc[runs["config_hash"] == chosen, "config"].iloc[0])
     return results
+
+
+def method_facts(runs: pd.DataFrame, method: str) -> None:
+    """What the method decided for each deployable (its records' facts): bit widths, calibration data."""
+    bits, facts = tables.bit_width_table(runs, method), tables.facts_table(runs, method)
+    if bits.empty and facts.empty:
+        return
+    st.subheader("What the method chose")
+    if not bits.empty:
+        st.caption("Per-layer weight / activation bits of each deployable (the records' `bit_widths` facts).")
+        show(bits)
+    if not facts.empty:
+        show(facts)
 
 
 def compare_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:

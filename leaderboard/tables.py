@@ -63,14 +63,14 @@ STD_SUFFIX = " std"
 
 CACHE_DIR = ".cache"
 # Bump when the cached frames change layout, so caches written by older code are rebuilt.
-CACHE_LAYOUT = 3
+CACHE_LAYOUT = 4
 CACHE_KEY = b"effbench_cache_key"
 METRIC_COLUMNS = ("metric", "value", "unit", "scope")
 CURVE_KEYS = ["config_hash", "suite", "method", "variant", "deployable", "task", "track", "seed", "budget", "division",
               "source", "hardware"]  # fmt: skip
 RESULTS_ENV = "EFFBENCH_RESULTS"
 # Columns of the runs frame holding a record's nested fields as JSON text; the tidy table leaves them out.
-RUN_JSON_COLUMNS = ["config", "files", "about"]
+RUN_JSON_COLUMNS = ["config", "files", "about", "facts"]
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -81,7 +81,7 @@ class ResultFrames:
     """What the leaderboard reads from result folders.
 
     ``tidy``: one row per metric (``tidy_rows`` columns plus ``hardware``; numbers as floats);
-    ``runs``: one row per record, with ``config``, ``files`` and ``about`` as JSON text;
+    ``runs``: one row per record, with ``config``, ``files``, ``about`` and ``facts`` as JSON text;
     ``curves``: one row per (record, curve, epoch), ``epoch`` counting from 1.
     """
 
@@ -130,6 +130,7 @@ def _run_row(record: Record) -> dict[str, Any]:
     row["config"] = json.dumps(record.config, sort_keys=True)
     row["files"] = json.dumps(record.files, sort_keys=True)
     row["about"] = json.dumps(record.about, sort_keys=True)
+    row["facts"] = json.dumps(record.facts, sort_keys=True)
     return row
 
 
@@ -1151,6 +1152,37 @@ def method_runs(runs: pd.DataFrame, method: str) -> pd.DataFrame:
     rows = rows[columns].sort_values(["task", "track", "seed"], ignore_index=True)
     # A paper's value ran on no commit of ours: say so instead of its placeholder 'none'.
     return rows.assign(git_commit=rows["git_commit"].where(~is_reference(rows), NOT_RUN_HERE))
+
+
+def _newest_facts(runs: pd.DataFrame, method: str) -> list[tuple[tuple[str, str, str], dict]]:
+    """((task, variant, deployable), facts) of the newest record of each of the method's deployables with facts."""
+    if runs.empty or "facts" not in runs:
+        return []
+    rows = runs[(runs["method"] == method) & (runs["facts"] != "{}")].sort_values("timestamp")
+    newest = rows.drop_duplicates(["task", "variant", "deployable"], keep="last")
+    keys = zip(newest["task"], newest["variant"], newest["deployable"], strict=True)
+    return sorted((key, json.loads(text)) for key, text in zip(keys, newest["facts"], strict=True))
+
+
+def bit_width_table(runs: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The per-layer bit widths a mixed-precision method chose (facts ``bit_widths``), per task and deployable."""
+    rows = [
+        {"task": task, "variant": variant, "deployable": deployable, "layer": layer, "w_bits": w, "a_bits": a}
+        for (task, variant, deployable), facts in _newest_facts(runs, method)
+        for layer, (w, a) in facts.get("bit_widths", {}).items()
+    ]
+    return pd.DataFrame(rows, columns=["task", "variant", "deployable", "layer", "w_bits", "a_bits"])
+
+
+def facts_table(runs: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Every other fact of the method's deployables (calibration data, budgets), one row per fact, as JSON text."""
+    rows = [
+        {"task": task, "variant": variant, "deployable": deployable, "fact": name,
+         "value": json.dumps(value, sort_keys=True)}
+        for (task, variant, deployable), facts in _newest_facts(runs, method)
+        for name, value in sorted(facts.items()) if name != "bit_widths"
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["task", "variant", "deployable", "fact", "value"])
 
 
 NOT_RUN_HERE = "not run here (a paper's value)"

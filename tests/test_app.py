@@ -177,6 +177,23 @@ def test_a_submitted_method_shows_what_its_records_and_submission_say(results):
     assert "**Binary Lab**" in submitted and "licence MIT" in submitted and "closed division" in submitted
 
 
+def test_method_page_shows_the_bit_widths_and_calibration_each_deployable_recorded(tmp_path, monkeypatch):
+    chosen = {"bit_widths": {"conv": [4, 8], "logits": [8, 8]}, "calibration": {"split": "train", "samples": 128}}
+    records = [replace(make_record("mp-toy", 0.9, suite="quantization"), deployable="avg-bits=4", facts=chosen),
+               make_record("mp-toy", 0.95, seed=1, suite="quantization")]  # fmt: skip
+    save_all(tmp_path, records)
+    monkeypatch.setenv(tables.RESULTS_ENV, str(tmp_path))
+    app = open_app("Method")
+    app.selectbox(key="method").set_value("mp-toy").run()
+    assert "What the method chose" in [h.value for h in app.subheader]
+    bits = app.dataframe[1].value
+    assert bits[["deployable", "layer", "w_bits", "a_bits"]].values.tolist() == [
+        ["avg-bits=4", "conv", 4, 8], ["avg-bits=4", "logits", 8, 8],
+    ]  # fmt: skip
+    facts = app.dataframe[2].value
+    assert facts[["fact", "value"]].values.tolist() == [["calibration", '{"samples": 128, "split": "train"}']]
+
+
 def test_method_page_of_a_method_nothing_describes(results):
     app = open_app("Method")
     app.selectbox(key="method").set_value("bnn-toy").run()
