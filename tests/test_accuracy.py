@@ -43,3 +43,18 @@ def test_logits_are_turned_into_probabilities_and_probabilities_are_kept():
 def test_top5_only_for_tasks_with_more_than_ten_classes():
     assert "top5" not in {m.name for m in accuracy_metrics(PROBS, LABELS, 10)}
     assert "top5" in {m.name for m in accuracy_metrics(PROBS, LABELS, 100)}
+
+
+def test_the_generalization_gap_is_top1_on_the_training_split_minus_top1_on_the_test_split():
+    from types import SimpleNamespace
+
+    from effbench.tasks.base import Splits
+    from effbench.track import MeasureContext
+    from tracks.accuracy import generalization_metrics
+
+    x_train, y_train = np.arange(4, dtype=np.float32)[:, None], np.array([0, 1, 0, 0])
+    # Predicts the class of x mod 2: right on 3 of the 4 training inputs.
+    model = SimpleNamespace(predict=lambda x, batch_size, verbose: np.eye(2)[x[:, 0].astype(int) % 2])
+    splits = Splits(x_train, y_train, x_train[:1], y_train[:1], x_train[:1], y_train[:1])
+    metrics = {m.name: m.value for m in generalization_metrics(MeasureContext(model=model, splits=splits), 0.5)}
+    assert metrics == {"train_top1": 0.75, "generalization_gap": 0.25}

@@ -10,6 +10,8 @@ classification task gets what every record before task kinds has, under the same
 - ``loss``  = mean_i -log p_{i, y_i} (natural log; the training loss of every recipe).
 - ``ece``   = sum_b (|B_b| / N) |acc(B_b) - conf(B_b)|, with 15 equal-width bins B_b of the top-1
   confidence max_k p_ik (Guo et al., "On Calibration of Modern Neural Networks", 2017).
+- ``train_top1``: top-1 on the run's training split; ``generalization_gap`` = train_top1 - top1 (the gap
+  "Pareto-optimal quantized ResNet is mostly 4-bit" reports beside accuracy).
 - On a task whose inputs are sets (modality ``set``), the model is run again on the test split with the
   elements of every set in another order (a fixed permutation per set, seed ``PERMUTATION_SEED``):
   ``permuted_top1`` is its top-1, ``permutation_agreement`` the fraction of sets whose predicted class did not
@@ -47,6 +49,9 @@ METRICS = (
     MetricSpec("top5", "ratio", "higher", "quality"),
     MetricSpec("loss", "nat", "lower", "quality"),
     MetricSpec("ece", "ratio", "lower", "quality"),
+    # Top-1 on the run's training split, and train_top1 - top1 (the generalization gap quantization papers report).
+    MetricSpec("train_top1", "ratio", "none", "info"),
+    MetricSpec("generalization_gap", "ratio", "lower", "quality"),
     MetricSpec("permuted_top1", "ratio", "higher", "quality"),
     MetricSpec("permutation_agreement", "ratio", "higher", "quality"),
     MetricSpec("miou", "ratio", "higher", "quality"),
@@ -148,9 +153,17 @@ def permutation_metrics(context: MeasureContext, outputs: np.ndarray, labels: np
     ]
 
 
+def generalization_metrics(context: MeasureContext, test_top1: float) -> list[Metric]:
+    """Top-1 on the run's training split, and the generalization gap ``train_top1 - top1``."""
+    train = outputs_on(context, context.splits.x_train).argmax(axis=1)
+    train_top1 = float(np.mean(train == context.splits.y_train.astype(int)))
+    return [Metric("train_top1", train_top1, "ratio"), Metric("generalization_gap", train_top1 - test_top1, "ratio")]
+
+
 def classification_metrics(context: MeasureContext, outputs: np.ndarray) -> list[Metric]:
     labels = context.splits.y_test.astype(int)
     metrics = accuracy_metrics(probabilities(outputs), labels, context.task.spec.num_classes)
+    metrics += generalization_metrics(context, metrics[0].value)
     if context.task.spec.modality == "set":
         metrics += permutation_metrics(context, outputs, labels)
     return metrics
