@@ -358,9 +358,31 @@ def test_metrics_names_units_and_per_layer_scope():
         "params": (15, "count"), "params_trainable": (15, "count"), "params_nonzero": (12, "count"),
         "macs": (15, "count"), "flops": (30, "count"), "bops": (15, "count"), "ops": (15 / 64, "count"),
         "size_bits": (15, "bit"), "size_bytes": (2, "byte"), "sparsity": (pytest.approx(3 / 15), "ratio"),
+        "macs_nonzero": (12, "count"), "flops_nonzero": (24, "count"), "compression_ratio": (15 / 12, "ratio"),
+        "theoretical_speedup": (30 / 24, "ratio"),
     }
     scoped = [(m.name, m.scope) for m in report.metrics() if m.scope]
     assert scoped == [(name, "fc") for name in ("params", "macs", "flops", "bops", "ops", "size_bits")]
+
+
+def test_zeros_shrink_the_nonzero_macs_of_kernel_layers_only_in_proportion_and_structure_shrinks_the_model():
+    """ShrinkBench's counts: a conv with 3/4 of its kernel zero computes 1/4 of its MACs; attention products stay."""
+    x = keras.Input((6, 6, 2))
+    conv = L.Conv2D(4, 3, padding="same", name="conv")
+    model = keras.Model(x, L.GlobalAveragePooling2D(name="pool")(conv(x)))
+    kernel, bias = conv.get_weights()
+    kernel[..., 1:] = 0.0  # 3 of 4 output channels pruned (unstructured: the layer keeps its shape)
+    conv.set_weights([kernel, bias])
+    report = count_complexity(model)
+    dense_macs = 3 * 3 * 2 * 4 * 36
+    assert (report.macs, report.macs_nonzero) == (dense_macs, dense_macs // 4)
+    assert report.flops_nonzero == report.flops - 2 * (dense_macs - dense_macs // 4)
+    assert report.theoretical_speedup == pytest.approx(report.flops / report.flops_nonzero)
+    assert report.compression_ratio == pytest.approx(report.params / report.params_nonzero)
+    tokens = keras.Input((4, 8))
+    attention = L.MultiHeadAttention(2, 4, name="mha")
+    row = count_complexity(keras.Model(tokens, attention(tokens, tokens))).row("mha")
+    assert row.macs_nonzero == row.macs
 
 
 def test_track_is_registered_and_measures_the_context_model():

@@ -82,6 +82,17 @@ BOPs, OPs, size, params, sparsity
   nonzero values. TFMOT bookkeeping (quantizer min/max ranges, ``optimizer_step``, pruning masks
   and thresholds) is not part of the deployed model and is excluded from params and size.
 * sparsity = fraction of zero values among kernel elements.
+
+Sparse counts (ShrinkBench's, Blalock et al. 2020)
+--------------------------------------------------
+* macs_nonzero: per layer whose MACs are all kernel MACs (conv, transposed conv, depthwise, dense,
+  einsum-dense), :math:`\text{MACs} \cdot \text{nnz}(K) / |K|`, exact since each kernel element is used the same
+  number of times (once per output position); every other layer's MACs as they are (attention's
+  :math:`QK^T` does not shrink with its projections' zeros).
+* flops_nonzero = flops - 2 (macs - macs_nonzero): a zero weight saves its multiply and its add.
+* compression_ratio = params / params_nonzero; theoretical_speedup = flops / flops_nonzero. A
+  structured method that removes channels shrinks ``params`` and ``macs`` themselves (the physical model);
+  an unstructured one only the nonzero counts.
 """
 
 from __future__ import annotations
@@ -126,6 +137,7 @@ class LayerComplexity:
     kernel_params: int = 0
     kernel_nonzero: int = 0
     macs: int = 0
+    macs_nonzero: int = 0
     flops: int = 0
     w_bits: int = FLOAT_BITS
     a_bits: int = FLOAT_BITS
@@ -137,7 +149,7 @@ class LayerComplexity:
 
 _TOTALLED = (
     "params", "params_trainable", "params_nonzero", "kernel_params", "kernel_nonzero",
-    "macs", "flops", "bops", "ops", "size_bits",
+    "macs", "macs_nonzero", "flops", "bops", "ops", "size_bits",
 )
 _PER_LAYER = (
     ("params", "count"), ("macs", "count"), ("flops", "count"), ("bops", "count"), ("ops", "count"),
@@ -156,6 +168,10 @@ METRICS = (
     MetricSpec("params_trainable", "count", "lower", "cost"),
     MetricSpec("params_nonzero", "count", "lower", "cost"),
     MetricSpec("sparsity", "ratio", "higher", "cost"),
+    MetricSpec("macs_nonzero", "count", "lower", "cost"),
+    MetricSpec("flops_nonzero", "count", "lower", "cost"),
+    MetricSpec("compression_ratio", "ratio", "higher", "cost"),
+    MetricSpec("theoretical_speedup", "ratio", "higher", "cost"),
 )
 
 
@@ -210,6 +226,22 @@ class ComplexityReport:
         return math.ceil(self.total("size_bits") / 8)
 
     @property
+    def macs_nonzero(self) -> int:
+        return self.total("macs_nonzero")
+
+    @property
+    def flops_nonzero(self) -> int:
+        return self.flops - 2 * (self.macs - self.macs_nonzero)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.params / self.params_nonzero if self.params_nonzero else 0.0
+
+    @property
+    def theoretical_speedup(self) -> float:
+        return self.flops / self.flops_nonzero if self.flops_nonzero else 0.0
+
+    @property
     def sparsity(self) -> float:
         kernels = self.total("kernel_params")
         return 1.0 - self.total("kernel_nonzero") / kernels if kernels else 0.0
@@ -234,6 +266,10 @@ class ComplexityReport:
             Metric("size_bits", self.size_bits, "bit"),
             Metric("size_bytes", self.size_bytes, "byte"),
             Metric("sparsity", float(self.sparsity), "ratio"),
+            Metric("macs_nonzero", self.macs_nonzero, "count"),
+            Metric("flops_nonzero", self.flops_nonzero, "count"),
+            Metric("compression_ratio", float(self.compression_ratio), "ratio"),
+            Metric("theoretical_speedup", float(self.theoretical_speedup), "ratio"),
         ]
         for row in self.layers:
             values = [(name, unit, getattr(row, name)) for name, unit in _PER_LAYER]
@@ -616,9 +652,16 @@ class _Counter:
             return
         macs = sum(m for m, _ in costs) * repeats
         row.macs = macs
+        row.macs_nonzero = macs
+        if cost in _KERNEL_MACS and row.kernel_params:
+            row.macs_nonzero = macs * row.kernel_nonzero // row.kernel_params
         row.flops = 2 * macs + sum(e for _, e in costs) * repeats
         row.bops = macs * row.w_bits * row.a_bits
         row.ops = operations(macs, row.w_bits, row.a_bits)
+
+
+# Cost functions whose MACs are all kernel MACs, each kernel element used equally often (macs_nonzero scales).
+_KERNEL_MACS = (_dense, _conv, _conv_transpose, _depthwise, _einsum_dense)
 
 
 # Binary operations one 64-bit instruction does: the divisor of OPs = BOPs / 64 + FLOPs.
