@@ -13,6 +13,10 @@ graph), so the same test inputs feed every variant and their outputs are compare
   by the kernels that support it, the rest computes in float.
 - ``int8``: full integer quantization: ``Optimize.DEFAULT``, builtin int8 ops only, activation ranges
   calibrated on a representative dataset (:class:`Calibration`, ``CALIBRATION_SAMPLES`` inputs by default).
+- ``sparse`` (:data:`SPARSE_VARIANT`, not one of the default variants): float32 with
+  ``Optimize.EXPERIMENTAL_SPARSITY``, which stores sparse weight tensors in a compressed (block) format: the file
+  shrinks with a pruned model's zeros; outputs are unchanged. Whether a runtime computes faster with them is a
+  separate question (XNNPACK's sparse kernels have rules of their own: ``tracks/_sparse.py``).
 
 LiteRT is imported where it is used: every command imports this module through the tracks.
 """
@@ -28,6 +32,7 @@ from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+SPARSE_VARIANT = "sparse"
 CALIBRATION_SAMPLES = 128
 # Bare models (no task) are calibrated on noise drawn with this seed, so reruns convert identically.
 NOISE_SEED = 0
@@ -67,11 +72,14 @@ def calibration(model: keras.Model, splits: Splits | None) -> Calibration:
 
 
 def convert(model: keras.Model, variant: str, data: Calibration) -> bytes:
-    """The flatbuffer of one of ``TFLITE_VARIANTS``; raises what the converter raises."""
-    if variant not in TFLITE_VARIANTS:
-        raise ValueError(f"unknown TFLite variant '{variant}'; expected one of {', '.join(TFLITE_VARIANTS)}")
+    """The flatbuffer of one of ``TFLITE_VARIANTS`` or ``sparse``; raises what the converter raises."""
+    if variant not in (*TFLITE_VARIANTS, SPARSE_VARIANT):
+        known = ", ".join((*TFLITE_VARIANTS, SPARSE_VARIANT))
+        raise ValueError(f"unknown TFLite variant '{variant}'; expected one of {known}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if variant != "float32":
+    if variant == SPARSE_VARIANT:
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    elif variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]

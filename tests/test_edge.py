@@ -259,3 +259,52 @@ def test_logcat_lines_without_percentiles_are_parsed():
 def test_text_without_timings_is_an_error():
     with pytest.raises(ValueError, match="benchmark_model"):
         edge.parse_benchmark_model_output("Segmentation fault")
+
+
+def pruned_pointwise_model(zero_fraction: float, stem_stride: int = 2) -> keras.Model:
+    """A MobileNet-like stem, two 1x1 convs with ``zero_fraction`` of their weights zero, a MEAN and a head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=stem_stride, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU()(keras.layers.Conv2D(64, 1, name="pw1")(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(64, 1, name="pw2")(x))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+    for name in ("pw1", "pw2"):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        flat = kernel.reshape(-1)
+        flat[: int(zero_fraction * flat.size)] = 0.0  # the first weights: an exact fraction, no randomness
+        layer.set_weights([flat.reshape(kernel.shape), bias])
+    return model
+
+
+def test_a_pruned_model_also_converts_to_a_smaller_sparse_flatbuffer_that_computes_the_same():
+    from tracks import _sparse
+
+    values = measure(pruned_pointwise_model(0.9), None)
+    assert values[("sparse", "converted")] == 1
+    assert values[("sparse", "size_bytes")] < 0.6 * values[("float32", "size_bytes")]
+    assert values[("sparse", "xnnpack_sparse_rules_met")] == 1
+    assert values[("sparse", "xnnpack_sparse_enabled_on_cpu")] == int(not _sparse.x86_with_avx())
+    x = np.random.default_rng(1).random((8, 16, 16, 3), dtype=np.float32)
+    model = pruned_pointwise_model(0.9)
+    from effbench.tflite import Calibration, convert, litert_predict
+
+    sparse = convert(model, "sparse", Calibration(x, "test"))
+    np.testing.assert_allclose(litert_predict(sparse, x, 1), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_dense_model_gets_no_sparse_variant(float_run):
+    values, _, _ = float_run
+    assert not any(scope == "sparse" for scope, _ in values)
+
+
+@pytest.mark.parametrize(
+    ("zero_fraction", "stride", "unmet"),
+    [(0.9, 2, []), (0.5, 2, ["1x1 convs under 2/3 zeros: pw1, pw2"]),
+     (0.9, 1, ["the first conv is not a 3x3 stride-2 conv on 3 channels"])],
+)  # fmt: skip
+def test_the_xnnpack_sparse_rules_name_what_a_model_breaks(zero_fraction, stride, unmet):
+    from tracks import _sparse
+
+    assert _sparse.unmet_rules(pruned_pointwise_model(zero_fraction, stride)) == unmet

@@ -30,6 +30,12 @@ The model is converted into the variants of :mod:`tracks._tflite` (``float32``, 
   RMS difference of the two models' outputs.
 - ``run_error`` (text): a variant that converted but that its interpreter could not run.
 
+A pruned model (kernels at least ``SPARSE_MIN_SPARSITY`` zeros) is also converted as ``sparse``
+(``Optimize.EXPERIMENTAL_SPARSITY``: sparse weights stored compressed), measured like the others, with
+``xnnpack_sparse_rules_met`` / ``xnnpack_sparse_unmet`` (whether the model meets XNNPACK's sparse-inference
+rules) and ``xnnpack_sparse_enabled_on_cpu`` (0 on x86 with AVX, where XNNPACK turns its sparse path off, so the
+sparse file is smaller but not faster): :mod:`tracks._sparse`.
+
 The ``edge-lce`` track measures only ``float32`` and ``lce`` (the pair a binarization sweep compares),
 with the same metrics and scopes.
 
@@ -62,9 +68,10 @@ import numpy as np
 # The benchmark-log parser lives in the core (effbench device-result uses it); re-exported for this track's users.
 from effbench.benchmark_log import benchmark_model_metrics, parse_benchmark_model_output  # noqa: F401
 from effbench.registry import MetricSpec, TaskSpec, register_track
-from effbench.tf import tf
+from effbench.tf import keras, tf
+from effbench.tflite import SPARSE_VARIANT
 from effbench.track import MeasureContext, Metric, Track
-from tracks import _quality, _tflite
+from tracks import _quality, _sparse, _tflite
 from tracks._timing import TimingPolicy, time_calls, timing_specs
 
 # Lighter than the default policy: up to 5 variants x 2 thread counts are timed per model.
@@ -77,6 +84,9 @@ EVAL_THREADS = 2
 KERAS_EVAL_BATCH = 256
 # Identical outputs would have an infinite PSNR; agreement_psnr is capped here.
 MAX_AGREEMENT_PSNR = 100.0
+# A model whose kernels are at least this sparse (a pruned one) is also converted as the sparse flatbuffer.
+SPARSE_MIN_SPARSITY = 0.2
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 _CONVERSION = ("conversion",)
 METRICS = (
     MetricSpec("size_bytes", "byte", "lower", "cost", _CONVERSION),
@@ -96,6 +106,11 @@ METRICS = (
     MetricSpec("calibration_samples", "count", "none", "info", _CONVERSION),
     MetricSpec("runtime", "text", "none", "info", ("", *_CONVERSION)),
     MetricSpec("converter", "text", "none", "info", ("", *_CONVERSION)),
+    # The sparse flatbuffer of a pruned model: does it meet XNNPACK's sparse-inference rules, and does this CPU
+    # let XNNPACK use them (tracks/_sparse.py).
+    MetricSpec("xnnpack_sparse_rules_met", "bool", "higher", "info", _CONVERSION),
+    MetricSpec("xnnpack_sparse_unmet", "text", "none", "info", _CONVERSION),
+    MetricSpec("xnnpack_sparse_enabled_on_cpu", "bool", "none", "info", _CONVERSION),
     # Which of the conversions is the method's own deployment (its metrics are repeated under ``deployed``).
     MetricSpec("deployment", "text", "none", "info"),
 )
@@ -229,6 +244,13 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     return Inputs(splits.x_test[0], splits.x_test, labels, decided, outputs, spec, groups)
 
 
+def kernel_sparsity(model: keras.Model) -> float:
+    """The fraction of zeros among the model's conv / dense kernel elements."""
+    kernels = [np.asarray(w) for w in model.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES]
+    total = sum(k.size for k in kernels)
+    return float(sum(np.count_nonzero(k == 0) for k in kernels) / total) if total else 0.0
+
+
 def deployed_metrics(measured: list[Metric], context: MeasureContext, inputs: Inputs) -> list[Metric]:
     """The method's own deployment under the scope ``deployed``: its flatbuffer, or its declared variant's numbers."""
     if context.tflite is not None:
@@ -249,8 +271,10 @@ def deployed_metrics(measured: list[Metric], context: MeasureContext, inputs: In
     metrics=METRICS,
 )
 class EdgeTrack(Track):
-    # The TFLite variants converted and measured; LCE is added for models with larq layers.
+    # The TFLite variants converted and measured; LCE is added for models with larq layers, and the sparse
+    # flatbuffer for pruned models (if sparse_variant).
     variants: ClassVar[tuple[str, ...]] = _tflite.TFLITE_VARIANTS
+    sparse_variant: ClassVar[bool] = True
 
     def measure(self, context: MeasureContext) -> list[Metric]:
         model = context.model
@@ -266,6 +290,10 @@ class EdgeTrack(Track):
         if with_lce:
             convert = functools.partial(_tflite.convert_lce, model)
             metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
+        if self.sparse_variant and kernel_sparsity(model) >= SPARSE_MIN_SPARSITY:
+            convert = functools.partial(_tflite.convert, model, SPARSE_VARIANT, data)
+            metrics += measure_variant(SPARSE_VARIANT, convert, LITERT, inputs, context)
+            metrics += _sparse.sparse_inference_metrics(model)
         return metrics + deployed_metrics(metrics, context, inputs)
 
 
@@ -284,3 +312,4 @@ class EdgeLceTrack(EdgeTrack):
     """
 
     variants = ("float32",)
+    sparse_variant = False
