@@ -47,8 +47,8 @@ def test_declarations_and_the_suite_summary_need_no_tensorflow():
 def test_the_index_holds_every_declared_protocol_as_declared():
     for suite, declared in protocol.declared_protocols().items():
         assert index.protocol(suite) == declared == SuiteProtocol.from_dict(declared.as_dict())
-    default = dataclasses.replace(DEFAULT_PROTOCOL, suite="pruning")
-    assert index.protocol("pruning") == protocol.protocol_for_suite("pruning") == default
+    default = dataclasses.replace(DEFAULT_PROTOCOL, suite="training")
+    assert index.protocol("training") == protocol.protocol_for_suite("training") == default
 
 
 @pytest.mark.parametrize(("reference", "expected"), DIVISIONS.items())
