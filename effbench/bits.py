@@ -16,7 +16,8 @@ who quantized the layer:
    Activations: the config's ``_num_bits_activation`` (the experimental N-bit scheme), else the widest
    ``num_bits`` of its activation and output quantizers; TFMOT's default scheme quantizes every input of a
    quantized layer at 8 bits, so a config that names none is (8, 8), as is one that cannot be read.
-   TFMOT's ``PruneLowMagnitude`` wrapper is transparent: its wrapped layer decides.
+   TFMOT's ``PruneLowMagnitude`` and clustering (``ClusterWeights``) wrappers are transparent: their wrapped
+   layer decides (a clustered kernel ships as float values, k distinct ones; its palette is not counted).
 4. Anything else is a float layer: (32, 32).
 
 It is the core's, so the methods that declare bit widths (``effbench_bits``) and the complexity track that
@@ -86,6 +87,16 @@ def is_tfmot_prune_wrapper(layer: Any) -> bool:
     return _is_tfmot(layer, ("PruneLowMagnitude",))
 
 
+def is_tfmot_cluster_wrapper(layer: Any) -> bool:
+    """True for TFMOT's clustering wrappers (centroids and pulling indices are bookkeeping)."""
+    return _is_tfmot(layer, ("ClusterWeights", "ClusterWeightsMHA", "ClusterWeightsRNN"))
+
+
+def is_transparent_wrapper(layer: Any) -> bool:
+    """A TFMOT wrapper whose wrapped layer decides the bits: pruning and clustering keep float weights."""
+    return is_tfmot_prune_wrapper(layer) or is_tfmot_cluster_wrapper(layer)
+
+
 def _resolve(quantizer: Any) -> Any:
     if isinstance(quantizer, str):
         import larq
@@ -124,7 +135,7 @@ def kernel_bit_widths(layer: Any) -> dict[str, int]:
         return dict.fromkeys(KERNEL_KINDS, explicit[0])
     if is_tfmot_quantize_wrapper(layer):
         return dict.fromkeys(KERNEL_KINDS, tfmot_bits(layer)[0])
-    if is_tfmot_prune_wrapper(layer):
+    if is_transparent_wrapper(layer):
         return kernel_bit_widths(layer.layer)
     bits = dict.fromkeys(KERNEL_KINDS, FLOAT_BITS)
     for kind, attribute in _KERNEL_QUANTIZERS.items():
@@ -148,7 +159,7 @@ def layer_bit_widths(layer: Any) -> tuple[int, int]:
         return explicit
     if is_tfmot_quantize_wrapper(layer):
         return tfmot_bits(layer)
-    if is_tfmot_prune_wrapper(layer):
+    if is_transparent_wrapper(layer):
         return layer_bit_widths(layer.layer)
     kinds = _present_kernel_kinds(layer)
     per_kind = kernel_bit_widths(layer)
@@ -163,7 +174,7 @@ def unknown_quantizers(layer: Any) -> list[str]:
     """Names of the layer's quantizer attributes whose precision cannot be told (counted as 32)."""
     if _explicit_bits(layer) is not None or is_tfmot_quantize_wrapper(layer):
         return []
-    if is_tfmot_prune_wrapper(layer):
+    if is_transparent_wrapper(layer):
         return unknown_quantizers(layer.layer)
     attributes = [*_KERNEL_QUANTIZERS.values(), "input_quantizer"]
     return [

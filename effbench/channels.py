@@ -184,12 +184,12 @@ def _kept(held: int | _Flat, graph: _Graph, keep_by_root: Mapping[int, np.ndarra
     return (np.arange(held.positions)[:, None] * channels + kept[None, :]).reshape(-1)
 
 
-# Per layer type and weight: the axes holding (input channels, output channels), None where the weight has none.
-_AXES = {
+# Per kind of weight: the axes holding its layer's (input channels, output channels), None where it has none; a
+# dense kernel (in, out) and a conv kernel (..., in, out) alike.
+CHANNEL_AXES = {
     "kernel": (-2, -1), "depthwise_kernel": (2, 2), "pointwise_kernel": (2, 3), "bias": (None, 0),
     "gamma": (0, 0), "beta": (0, 0), "moving_mean": (0, 0), "moving_variance": (0, 0), "alpha": (-1, -1),
 }  # fmt: skip
-_DENSE_AXES = {"kernel": (0, 1), "bias": (None, 0)}
 
 
 def remove_channels(model: keras.Model, keep: Mapping[int, Sequence[int]]) -> keras.Model:
@@ -221,14 +221,13 @@ def remove_channels(model: keras.Model, keep: Mapping[int, Sequence[int]]) -> ke
         return type(layer).from_config(config)
 
     def transfer(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-        axes = _DENSE_AXES if type(source) is L.Dense else _AXES
         kept_in = _kept(graph.inputs[source.name], graph, keep_by_root) if source.name in graph.inputs else None
         kept_out = _kept(graph.outputs[source.name], graph, keep_by_root) if source.name in graph.outputs else None
         targets = {local_name(w, target): w for w in target.weights}
         for weight in source.weights:
             name = local_name(weight, source)
             value = np.asarray(weight)
-            in_axis, out_axis = axes.get(name.split(":")[0], (None, None))
+            in_axis, out_axis = CHANNEL_AXES.get(name.split(":")[0], (None, None))
             if in_axis is not None and kept_in is not None:
                 value = np.take(value, kept_in, axis=in_axis)
             if out_axis is not None and kept_out is not None and out_axis != in_axis:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from effbench import provenance
+from effbench.bits import is_tfmot_quantize_wrapper
 from effbench.config import RunConfig, TrainingConfig
 from effbench.method import MAIN, TWIN, Artifact, Deployable, Method, MethodRef
 from effbench.modelfile import load_keras_model
@@ -470,7 +471,7 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
     deployables = {}
     for index, (name, deployable) in enumerate(artifact.all_deployables().items()):
         stem = "model" if name == MAIN else f"deployable-{index}"
-        entry = {"keras": f"{stem}.keras", "tflite": None, "facts": deployable.facts}
+        entry = {"keras": f"{stem}{model_file_suffix(deployable.model)}", "tflite": None, "facts": deployable.facts}
         _rename_into_place(folder / entry["keras"], deployable.model.save)
         if deployable.tflite is not None:
             entry["tflite"] = f"{stem}.tflite"
@@ -480,6 +481,12 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
         "history": artifact.history, "train_seconds": artifact.train_seconds, "train_stats": artifact.train_stats,
         "upstream_seconds": artifact.upstream_seconds, "deployables": deployables,
     })  # fmt: skip
+
+
+def model_file_suffix(model: keras.Model) -> str:
+    """``.keras``, or ``.h5`` for a TFMOT quantization-aware model: TFMOT 0.8.1's ``QuantizeLayer`` and
+    ``QuantizeWrapperV2`` do not reload from ``.keras`` on tf_keras (they are built twice), but do from HDF5."""
+    return ".h5" if any(is_tfmot_quantize_wrapper(layer) for layer in model.submodules) else ".keras"
 
 
 def _rename_into_place(path: Path, write: Callable[[Path], object]) -> None:

@@ -141,7 +141,7 @@ def test_width_multiplier_scales_channels():
 
 
 # The conv backbones; the MLPs and the tiny transformer (patch tokens, tested on their own) have no windows.
-@pytest.mark.parametrize("slug", sorted(set(SLUGS) - {"mlp", "embedding-mlp", "tiny-transformer"}))
+@pytest.mark.parametrize("slug", sorted(set(SLUGS) - {"mlp", "embedding-mlp", "tiny-transformer", "lstm"}))
 def test_vector_inputs_use_column_kernels_and_strides(slug):
     model = build(slug, (40,), 10)
     windowed = [layer for layer in model.layers if hasattr(layer, "strides")]

@@ -385,6 +385,15 @@ def test_zeros_shrink_the_nonzero_macs_of_kernel_layers_only_in_proportion_and_s
     assert row.macs_nonzero == row.macs
 
 
+def test_a_frozen_layer_has_no_trainable_params_though_its_variables_say_trainable():
+    x = keras.Input((4,))
+    frozen = L.Dense(3, name="frozen")
+    model = keras.Model(x, L.Dense(2, name="head")(frozen(x)))
+    frozen.trainable = False
+    assert frozen.kernel.trainable  # the variable keeps its flag
+    assert count_complexity(model).params_trainable == 3 * 2 + 2
+
+
 def test_track_is_registered_and_measures_the_context_model():
     assert ComplexityTrack.spec.slug == "complexity" and not ComplexityTrack.spec.needs_task_data
     x = keras.Input((5,))

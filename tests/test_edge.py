@@ -308,3 +308,16 @@ def test_the_xnnpack_sparse_rules_name_what_a_model_breaks(zero_fraction, stride
     from tracks import _sparse
 
     assert _sparse.unmet_rules(pruned_pointwise_model(zero_fraction, stride)) == unmet
+
+
+def test_lce_converts_binary_models_only_not_multi_bit_fake_quantization():
+    import larq
+
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3)(inputs)
+    signs = larq.layers.QuantDense(2, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    binary = keras.Model(inputs, signs(hidden))
+    four_bit = keras.Model(inputs, larq.layers.QuantDense(2, kernel_quantizer=larq.quantizers.DoReFa(k_bit=4))(hidden))
+    assert edge.lce_applies(binary, None) and not edge.lce_applies(four_bit, None)
+    # A method's declared deployment decides: the binarization operators deploy as lce, whatever their bits.
+    assert edge.lce_applies(four_bit, "lce") and not edge.lce_applies(binary, "int8")

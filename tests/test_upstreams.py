@@ -239,6 +239,8 @@ def test_a_flatbuffer_deployable_is_what_accuracy_and_edge_measure(tmp_path, con
     assert values[("accuracy", "tflite")][("", "top1")] == values[("accuracy", "")][("", "top1")]
     flatbuffer = values[("edge", "tflite")]
     assert flatbuffer[("", "deployment")] == "flatbuffer" and flatbuffer[("deployed", "agreement")] == 1.0
+    # Measured as itself, beside its Keras model's float32 conversion only.
+    assert {scope for scope, _ in flatbuffer} == {"", "deployed", "float32"}
     assert (tmp_path / records[("edge", "tflite")].files["deployed.tflite"]["path"]).is_file()
     # The main model names its deployment variant: its numbers again under the scope "deployed".
     main = values[("edge", "")]

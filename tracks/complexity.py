@@ -78,7 +78,8 @@ BOPs, OPs, size, params, sparsity
   BN :math:`\gamma, \beta` and the non-trainable moving statistics (they ship in the file) are float32.
   size_bytes = :math:`\lceil \text{size\_bits} / 8 \rceil`.
 * params = the number of elements of all weight variables (as ``model.count_params()``), each
-  variable counted once; ``params_trainable`` of the trainable ones; ``params_nonzero`` counts
+  variable counted once; ``params_trainable`` of those the layer trains (its ``trainable_weights``: a frozen
+  layer's count zero); ``params_nonzero`` counts
   nonzero values. TFMOT bookkeeping (quantizer min/max ranges, ``optimizer_step``, pruning masks
   and thresholds) is not part of the deployed model and is excluded from params and size.
 * sparsity = fraction of zero values among kernel elements.
@@ -107,9 +108,9 @@ import numpy as np
 from effbench.bits import (
     FLOAT_BITS,
     KERNEL_KINDS,
-    is_tfmot_prune_wrapper,
     is_tfmot_quantize_layer,
     is_tfmot_quantize_wrapper,
+    is_transparent_wrapper,
     kernel_bit_widths,
     layer_bit_widths,
     unknown_quantizers,
@@ -542,7 +543,7 @@ def _cost_function(layer: keras.layers.Layer) -> Callable[[keras.layers.Layer, _
 
 def _unwrapped(layer: keras.layers.Layer) -> keras.layers.Layer:
     """The layer whose operations and weights ship: TFMOT wrappers are looked through."""
-    if is_tfmot_quantize_wrapper(layer) or is_tfmot_prune_wrapper(layer):
+    if is_tfmot_quantize_wrapper(layer) or is_transparent_wrapper(layer):
         return layer.layer
     return layer
 
@@ -568,20 +569,25 @@ def _deployed_weights(layer: keras.layers.Layer) -> list[Any]:
     training_only = {id(v) for module in modules for v in getattr(module, "training_only_weights", ())}
     unique: dict[int, Any] = {}
     for variable in candidates:
-        if id(variable) not in training_only:
+        if id(variable) not in training_only and not _kind(variable).startswith(TFMOT_CLUSTER_BOOKKEEPING):
             unique.setdefault(id(variable), variable)
     return list(unique.values())
+
+
+# TFMOT clustering's centroids and pulling indices: they reconstruct the kernel during training, and
+# strip_clustering ships the kernel itself.
+TFMOT_CLUSTER_BOOKKEEPING = ("cluster_centroids_", "pulling_indices_")
 
 
 def _kind(variable: Any) -> str:
     return variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def _count_weights(row: LayerComplexity, weights: list[Any], bits: dict[str, int]) -> None:
+def _count_weights(row: LayerComplexity, weights: list[Any], bits: dict[str, int], trainable: set[int]) -> None:
     for variable in weights:
         size, nonzero = _size(variable), int(np.count_nonzero(variable.numpy()))
         row.params += size
-        row.params_trainable += size if variable.trainable else 0
+        row.params_trainable += size if id(variable) in trainable else 0
         row.params_nonzero += nonzero
         kind = _kind(variable)
         if kind in KERNEL_KINDS:
@@ -626,7 +632,9 @@ class _Counter:
         row.w_bits, row.a_bits = layer_bit_widths(layer)
         weights = [w for w in _deployed_weights(layer) if id(w) not in self._seen]
         self._seen.update(id(w) for w in weights)
-        _count_weights(row, weights, kernel_bit_widths(layer))
+        # A frozen layer's variables stay trainable=True; what trains is what the layer lists as trainable.
+        trainable = {id(w) for w in layer.trainable_weights}
+        _count_weights(row, weights, kernel_bit_widths(layer), trainable)
         self._count_operations(row, layer, inner, calls, repeats)
         for attribute in unknown_quantizers(layer):
             self.report.warnings.append(f"layer '{name}': {attribute} has no known precision, counted as 32 bits")

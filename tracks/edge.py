@@ -1,8 +1,10 @@
 """The edge track: the model converted to TFLite, its size, CPU latency and accuracy after conversion.
 
 The model is converted into the variants of :mod:`tracks._tflite` (``float32``, ``float16``,
-``dynamic``, ``int8``, and ``lce`` for models with larq layers), and each variant is measured under
-``scope`` = its name:
+``dynamic``, ``int8``, and ``lce`` for binary models: a method that deploys as ``lce``, or a bare larq model with a
+1-bit layer), and each variant is measured under ``scope`` = its name. A deployable that *is* a flatbuffer
+(post-training quantization) is measured as itself under ``deployed`` (below), beside only the ``float32``
+conversion of its Keras model, the reference:
 
 - ``converted`` (bool, 1/0): whether the converter produced a flatbuffer. A failed conversion is an
   outcome, not a crash: ``converter_error`` (text) then holds the converter's message (for TFLite, one
@@ -67,6 +69,7 @@ import numpy as np
 
 # The benchmark-log parser lives in the core (effbench device-result uses it); re-exported for this track's users.
 from effbench.benchmark_log import benchmark_model_metrics, parse_benchmark_model_output  # noqa: F401
+from effbench.bits import layer_bit_widths
 from effbench.registry import MetricSpec, TaskSpec, register_track
 from effbench.tf import keras, tf
 from effbench.tflite import SPARSE_VARIANT
@@ -244,6 +247,15 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     return Inputs(splits.x_test[0], splits.x_test, labels, decided, outputs, spec, groups)
 
 
+def lce_applies(model: keras.Model, deployment: str | None) -> bool:
+    """Whether Larq Compute Engine converts the model: a method that deploys as ``lce`` (the binarization suite),
+    or, where no deployment is declared (a bare model file), a larq model with a 1-bit layer. A larq model of
+    multi-bit fake quantizers (the quantization suite's) has nothing for LCE's binary kernels."""
+    if deployment is not None:
+        return deployment == _tflite.LCE_VARIANT
+    return _tflite.has_larq_layers(model) and any(1 in layer_bit_widths(layer) for layer in model.layers)
+
+
 def kernel_sparsity(model: keras.Model) -> float:
     """The fraction of zeros among the model's conv / dense kernel elements."""
     kernels = [np.asarray(w) for w in model.weights if w.name.split("/")[-1].split(":")[0] in KERNEL_NAMES]
@@ -280,11 +292,14 @@ class EdgeTrack(Track):
         model = context.model
         data = _tflite.calibration(model, context.splits)
         inputs = track_inputs(context, data)
-        with_lce = _tflite.has_larq_layers(model)
+        with_lce = context.tflite is None and lce_applies(model, context.deployment)
         metrics = runtime_metrics(with_lce)
-        if "int8" in self.variants:
+        # A deployable that is a flatbuffer is measured as itself (deployed_metrics), beside its Keras model's
+        # float32 conversion as the reference: converting its simulation every other way would measure nothing.
+        variants = self.variants if context.tflite is None else ("float32",)
+        if "int8" in variants:
             metrics += calibration_metrics(data)
-        for variant in self.variants:
+        for variant in variants:
             convert = functools.partial(_tflite.convert, model, variant, data)
             metrics += measure_variant(variant, convert, LITERT, inputs, context)
         if with_lce:

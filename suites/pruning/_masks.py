@@ -43,10 +43,10 @@ def magnitude_masks(
     if scope not in ("global", "layer"):
         raise ValueError(f"mask scope '{scope}': expected 'global' or 'layer'")
     rates = densities or {name: 1.0 - sparsity for name in kernels}
-    return {name: _top_fraction(kernel, rates[name]) for name, kernel in kernels.items()}
+    return {name: top_fraction(kernel, rates[name]) for name, kernel in kernels.items()}
 
 
-def _top_fraction(magnitude: np.ndarray, density: float) -> np.ndarray:
+def top_fraction(magnitude: np.ndarray, density: float) -> np.ndarray:
     kept = int(round(density * magnitude.size))
     mask = np.zeros(magnitude.size, np.float32)
     # A stable order: ties between equal magnitudes go to the earlier weight.
