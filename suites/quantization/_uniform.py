@@ -8,11 +8,12 @@ A ``b``-bit uniform quantizer with step ``s`` maps a tensor to the integer grid 
     (q_{min}, q_{max}) = (-2^{b-1} + 1, 2^{b-1} - 1) \\text{ signed (symmetric, as TFLite's int8 weights)},\\
     (0, 2^b - 1) \\text{ unsigned}
 
-Pseudo-gradient (the straight-through estimator of Bengio et al. 2013, as in TFMOT's fake-quant ops):
+Pseudo-gradient (the straight-through estimator of Bengio et al. 2013, as in TFMOT's fake-quant ops; the clip
+sees the rounded value, so the gradient passes where :math:`|x / s| < q_{max} + 1/2`):
 
 .. math::
 
-    \\partial q / \\partial x = 1_{q_{min} \\le x / s \\le q_{max}},\\qquad
+    \\partial q / \\partial x = 1_{q_{min} \\le \\lfloor x / s \\rceil \\le q_{max}},\\qquad
     \\partial q / \\partial s = \\lfloor x/s \\rceil - x/s \\text{ inside the range, } q_{min} \\text{ or } q_{max}
     \\text{ outside (LSQ's step gradient, Esser et al. 2020), when } s \\text{ is a variable}
 
