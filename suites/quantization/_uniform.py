@@ -174,6 +174,8 @@ def calibrate_activation_ranges(model: keras.Model, samples: Any, batch_size: in
     view of the model (quantizers pass through while unset), layer by layer in one pass.
     """
     quantizers = activation_quantizers(model)
+    if not quantizers:
+        return
     for quantizer in quantizers.values():
         quantizer.low.assign(0.0)
         quantizer.high.assign(0.0)
