@@ -8,8 +8,11 @@ BACKBONES := mlp vgg-small resnet-cifar mobilenetv2 simplenet
 BASELINE_TRACKS := accuracy complexity latency edge robustness training_cost
 
 BINARIZATION_TRACKS := accuracy complexity edge-lce training_cost
+QUANTIZATION_TRACKS := accuracy complexity edge fidelity training_cost
+PRUNING_TRACKS := accuracy complexity edge training_cost
+comma := ,
 
-.PHONY: setup demo test lint bench baselines binarization clean-tree system-packages
+.PHONY: setup demo test lint bench baselines binarization quantization pruning clean-tree system-packages
 
 setup: $(VENV)/.installed
 
@@ -81,3 +84,40 @@ binarization: setup clean-tree
 
 bench: setup
 	$(BIN)/python benchmarks/harness_overhead.py
+
+# The quantization suite (docs/suites.md): the post-training methods are deterministic given the trained twin (one
+# seed); the quantization-aware ones and the searches train (three seeds on digits). zeroq distils its data from
+# batch-norm statistics, which the mlp of mnist1d has none of. qat-4bit's sweep: bits x ResNet depth, as its paper.
+QUANTIZATION_POST := ptq-int8 adaquant hessian-mp
+QUANTIZATION_TRAINED := qat-int8 qat-4bit qfx shiftquant fliqs simq-nas quantnas
+QAT_4BIT_SWEEP := $(foreach bits,2 4 8,$(foreach depth,8 20 32,qat-4bit:bits=$(bits)$(comma)backbone=resnet-cifar:depth=$(depth)))
+quantization: setup clean-tree
+	$(BIN)/effbench run --method $(QUANTIZATION_POST) zeroq --task digits --track $(QUANTIZATION_TRACKS) \
+		--budget quick --seed 0 --out results/quantization
+	$(BIN)/effbench run --method $(QUANTIZATION_POST) --task mnist1d --track $(QUANTIZATION_TRACKS) \
+		--budget quick --seed 0 --out results/quantization
+	$(BIN)/effbench run --method $(QUANTIZATION_TRAINED) --task digits --track $(QUANTIZATION_TRACKS) \
+		--budget quick --seed 0 1 2 --out results/quantization
+	$(BIN)/effbench run --method $(QUANTIZATION_TRAINED) --task mnist1d --track $(QUANTIZATION_TRACKS) \
+		--budget quick --seed 0 --out results/quantization
+	$(BIN)/effbench run --method $(QAT_4BIT_SWEEP) --task digits --track accuracy complexity training_cost \
+		--budget quick --seed 0 --out results/quantization
+	$(BIN)/effbench table --suite quantization --out results/quantization --format markdown
+
+# The pruning suite (docs/suites.md): ShrinkBench's protocol, one trained twin per seed shared by every method and
+# sparsity level. Curves over sparsity for the four unstructured methods; the others at their paper's target or at
+# 0.75; the structured ones on mobilenetv2 too; rnn-sparsity on the sequence view of mnist1d; factor-moe, which
+# splits dense FFNs, on mnist1d only.
+PRUNING_CURVE := $(foreach method,gmp random-erk lottery-jackpot layer-adaptive-dp,$(foreach s,0.5 0.75 0.9 0.95,$(method):sparsity=$(s)))
+PRUNING_STRUCTURED := polarization masksparsity oto-hesso pqi-sap class-dependent
+PRUNING_OTHERS := nm-srste nm-srste:m=4$(comma)n=1 random-search-sparse ftwt trp ap-activate emo-pms aptp-router bn-only
+pruning: setup clean-tree
+	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_STRUCTURED) $(PRUNING_OTHERS) --task digits \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
+	$(BIN)/effbench run --method $(addsuffix :backbone=mobilenetv2,$(PRUNING_STRUCTURED)) --task digits \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning
+	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_OTHERS) factor-moe --task mnist1d \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning
+	$(BIN)/effbench run --method rnn-sparsity rnn-sparsity:mode=random-graph --task mnist1d-seq \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
+	$(BIN)/effbench table --suite pruning --out results/pruning --format markdown
