@@ -82,7 +82,8 @@ def test_list_shows_one_row_per_entry_slug_first(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "slug"
     assert [line.split()[0] for line in lines[1:]] == [
-        "embedding-mlp", "fcn-small", "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer", "vgg-small"
+        "embedding-mlp", "fcn-small", "lstm", "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer",
+        "vgg-small",
     ]
     assert main(["list", "tasks", "cifar*"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["cifar10", "cifar100"]
