@@ -18,7 +18,8 @@ graph), so the same test inputs feed every variant and their outputs are compare
   shrinks with a pruned model's zeros; outputs are unchanged. Whether a runtime computes faster with them is a
   separate question (XNNPACK's sparse kernels have rules of their own: ``tracks/_sparse.py``).
 
-LiteRT is imported where it is used: every command imports this module through the tracks.
+LiteRT is imported where it is used: every command imports this module through the tracks. The batched LiteRT
+evaluation itself lives in :mod:`effbench.litert`, which imports no TensorFlow (the verifier's sandbox runs it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from effbench.console import native_stderr_filtered
+from effbench.litert import EVAL_BATCH, litert_predict  # noqa: F401 - the batched evaluation, with the conversions
 from effbench.tasks.base import Splits
 from effbench.tf import keras, tf
 
@@ -37,8 +39,6 @@ CALIBRATION_SAMPLES = 128
 # Bare models (no task) are calibrated on noise drawn with this seed, so reruns convert identically.
 NOISE_SEED = 0
 ERROR_CHARS = 500
-# Inputs per LiteRT invoke in litert_predict.
-EVAL_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -108,27 +108,3 @@ def _converter_error_line(message: str) -> str:
     lines = message.splitlines()
     code = lines[-1].removeprefix("Error code: ")
     return f"{lines[0]} [{code}]" if code != lines[-1] else lines[0]
-
-
-def litert_predict(content: bytes, x: np.ndarray, threads: int) -> np.ndarray:
-    """Outputs for all of ``x`` on LiteRT, ``EVAL_BATCH`` inputs per invoke (the last batch padded with zeros).
-
-    The one batched LiteRT evaluation: the verifier, the tracks and the methods that score a flatbuffer use it.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    with native_stderr_filtered():  # LiteRT's note that it applied its XNNPACK delegate
-        interpreter = Interpreter(model_content=content, num_threads=threads)
-        input_index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(input_index, [EVAL_BATCH, *x.shape[1:]])
-        interpreter.allocate_tensors()
-    output_index = interpreter.get_output_details()[0]["index"]
-    outputs = []
-    for start in range(0, len(x), EVAL_BATCH):
-        chunk = x[start : start + EVAL_BATCH].astype(np.float32)
-        padded = np.zeros((EVAL_BATCH, *x.shape[1:]), np.float32)
-        padded[: len(chunk)] = chunk
-        interpreter.set_tensor(input_index, padded)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index)[: len(chunk)])
-    return np.concatenate(outputs)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from effbench.tflite import litert_predict
+from effbench.litert import litert_predict
 from effbench.track import Metric
 
 if TYPE_CHECKING:

@@ -49,3 +49,13 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     module.write_text("import os\n\n\ndef f():\n    from leaderboard.tables import format_table\n"
                       "    import tracks.edge\n")
     assert imported_packages(module) == {"os", "leaderboard", "tracks"}
+
+
+def test_the_verifier_imports_no_tensorflow():
+    """It runs in a sandbox whose process limit counts threads: TensorFlow's thread pools would hang it there."""
+    import subprocess
+    import sys
+
+    code = "import sys, effbench.verify; print(sorted(m for m in ('tensorflow', 'tf_keras') if m in sys.modules))"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert completed.stdout.strip() == "[]"
