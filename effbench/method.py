@@ -77,6 +77,13 @@ class Artifact:
     # transitively, each once (the FP32 twin as a mere reference is not consumed).
     upstream_seconds: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, deployables: dict[str, Deployable], **fields: Any) -> Artifact:
+        """The artifact of ``deployables``, the main one (``MAIN``) among them; ``fields`` as in the constructor."""
+        others = dict(deployables)
+        main = others.pop(MAIN)
+        return cls(model=main.model, tflite=main.tflite, facts=main.facts, deployables=others, **fields)
+
     def all_deployables(self) -> dict[str, Deployable]:
         """Every deployable by name, the main one (``MAIN``) first."""
         if MAIN in self.deployables:

@@ -13,10 +13,11 @@ import pytest
 from effbench.channels import channel_groups, remove_channels
 from effbench.method import MAIN, MethodRef
 from effbench.modelfile import load_keras_model
+from effbench.pareto import dominates
 from effbench.tf import keras, tf
 from suites.pruning import _channel_masks as cm
 from suites.pruning.aptp_router import CodeGate, CodeRouter, sinkhorn
-from suites.pruning.emo_pms import ParamCounter, crowding_distance, dominates, merge_fronts, non_dominated_sort, nsga2
+from suites.pruning.emo_pms import ParamCounter, merge_fronts, nsga2
 from suites.pruning.factor_moe import (
     ExpertGate,
     FactorMoE,
@@ -96,27 +97,6 @@ def test_reader_masks_compute_exactly_what_the_physically_pruned_model_computes(
 
 
 # ---------------------------------------------------------------- EMO-PMS
-
-
-def brute_force_fronts(objectives: np.ndarray) -> list[list[int]]:
-    remaining, fronts = set(range(len(objectives))), []
-    while remaining:
-        front = sorted(i for i in remaining if not any(dominates(objectives[j], objectives[i]) for j in remaining))
-        fronts.append(front)
-        remaining -= set(front)
-    return fronts
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_non_dominated_sort_matches_brute_force_peeling(seed):
-    objectives = np.random.default_rng(seed).integers(0, 5, size=(25, 2 + seed % 2)).astype(float)  # many ties
-    assert non_dominated_sort(objectives) == brute_force_fronts(objectives)
-
-
-def test_crowding_distance_by_hand():
-    distance = crowding_distance(np.array([[0.0, 4.0], [1.0, 2.0], [3.0, 1.0], [4.0, 0.0]]))
-    assert np.isinf(distance[[0, 3]]).all()
-    assert distance[1] == pytest.approx(3 / 4 + 3 / 4) and distance[2] == pytest.approx(3 / 4 + 2 / 4)
 
 
 def test_nsga2_returns_a_non_dominated_front_of_repaired_masks():

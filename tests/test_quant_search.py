@@ -31,7 +31,6 @@ from suites.quantization.simq_nas import (
     RidgePredictor,
     SimQNAS,
     elastic_groups,
-    non_dominated_fronts,
     spread_along_front,
 )
 from tracks.complexity import count_complexity
@@ -49,32 +48,6 @@ def images(count: int, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- simq-nas: the search
-
-
-def brute_force_ranks(objectives: np.ndarray) -> np.ndarray:
-    """Front index of each row: peel off the rows no remaining row dominates, again and again."""
-    ranks, left, rank = np.full(len(objectives), -1), set(range(len(objectives))), 0
-
-    def dominated(i: int) -> bool:
-        return any(all(objectives[j] <= objectives[i]) and any(objectives[j] < objectives[i]) for j in left if j != i)
-
-    while left:
-        front = [i for i in left if not dominated(i)]
-        ranks[front] = rank
-        left -= set(front)
-        rank += 1
-    return ranks
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_non_dominated_sorting_matches_brute_force_on_a_table_with_ties(seed):
-    table = np.random.default_rng(seed).integers(0, 4, (25, 3))  # few values: many ties and duplicates
-    fronts = non_dominated_fronts(table)
-    assert sorted(itertools.chain(*fronts)) == list(range(len(table)))
-    ranks = np.empty(len(table), int)
-    for index, front in enumerate(fronts):
-        ranks[front] = index
-    np.testing.assert_array_equal(ranks, brute_force_ranks(table))
 
 
 def test_the_points_spread_along_the_front_are_distinct_and_most_accurate_first():

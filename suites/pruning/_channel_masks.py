@@ -40,6 +40,7 @@ Private module (the registry skips names starting with ``_``); shared by ``rando
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -263,7 +264,7 @@ def broadcast_mask(mask: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
     return tf.reshape(mask, [-1] + [1] * (features.shape.rank - 2) + [features.shape[-1]])
 
 
-class ChannelGate(keras.layers.Layer):
+class ChannelGate(keras.layers.Layer, metaclass=abc.ABCMeta):
     r"""Base of the gates: :math:`y = x \odot m`, with the {0, 1} mask :math:`m` of :meth:`channel_mask`.
 
     Called on ``[features, ...]`` (what else a subclass reads: the producer's input, a route); a subclass
@@ -277,11 +278,13 @@ class ChannelGate(keras.layers.Layer):
         mask = tf.cast(self.channel_mask(inputs, training=training), features.dtype)
         return features * broadcast_mask(mask, features)
 
+    @abc.abstractmethod
     def channel_mask(self, inputs: list[tf.Tensor], training: bool | None = None) -> tf.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define channel_mask")
+        """The {0, 1} mask of the channels kept for each example."""
 
+    @abc.abstractmethod
     def mask_cost(self, input_shapes: list[tuple[int, ...]]) -> tuple[int, int]:
-        raise NotImplementedError(f"{type(self).__name__} must define mask_cost")
+        """(MACs, element-wise operations) per example of computing the mask."""
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape[0]

@@ -46,6 +46,7 @@ import numpy as np
 
 from effbench.channels import PER_CHANNEL, PRODUCERS, ChannelGroup, channel_groups, remove_channels
 from effbench.method import MAIN, Artifact, Deployable
+from effbench.pareto import non_dominated_fronts, rank_and_crowding
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras
 from effbench.training import TrainContext, fit
@@ -56,49 +57,6 @@ Keep = dict[int, np.ndarray]
 
 
 # ---------------------------------------------------------------- NSGA-II
-
-
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """``a`` is no worse than ``b`` in every objective and better in one (all minimised)."""
-    return bool(np.all(a <= b) and np.any(a < b))
-
-
-def non_dominated_sort(objectives: np.ndarray) -> list[list[int]]:
-    """Deb et al.'s fast non-dominated sort: the fronts, best first, as index lists (objectives minimised)."""
-    count = len(objectives)
-    dominated_by = [[j for j in range(count) if dominates(objectives[i], objectives[j])] for i in range(count)]
-    domination = np.array([sum(dominates(objectives[j], objectives[i]) for j in range(count)) for i in range(count)])
-    fronts = [[i for i in range(count) if domination[i] == 0]]
-    while fronts[-1]:
-        following = []
-        for i in fronts[-1]:
-            for j in dominated_by[i]:
-                domination[j] -= 1
-                if domination[j] == 0:
-                    following.append(j)
-        fronts.append(sorted(following))
-    return fronts[:-1]
-
-
-def crowding_distance(objectives: np.ndarray) -> np.ndarray:
-    """NSGA-II's crowding distance within one front: the boundary points are infinitely far."""
-    count, distance = len(objectives), np.zeros(len(objectives))
-    for column in objectives.T:
-        order = np.argsort(column, kind="stable")
-        distance[order[0]] = distance[order[-1]] = np.inf
-        spread = column[order[-1]] - column[order[0]]
-        if count > 2 and spread > 0:
-            distance[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / spread
-    return distance
-
-
-def rank_and_crowding(objectives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's front index and crowding distance within its front."""
-    rank, crowding = np.zeros(len(objectives), int), np.zeros(len(objectives))
-    for index, front in enumerate(non_dominated_sort(objectives)):
-        rank[front] = index
-        crowding[front] = crowding_distance(objectives[front])
-    return rank, crowding
 
 
 def nsga2(
@@ -136,7 +94,7 @@ def nsga2(
         rank, crowding = rank_and_crowding(objectives)
         survivors = np.lexsort((-crowding, rank))[:population]
         genomes, objectives = genomes[survivors], objectives[survivors]
-    front = non_dominated_sort(objectives)[0]
+    front = non_dominated_fronts(objectives)[0]
     _, distinct = np.unique(genomes[front], axis=0, return_index=True)
     front = [front[i] for i in sorted(distinct)]
     return genomes[front], objectives[front]
@@ -249,14 +207,12 @@ class EMOPMS(PruningMethod):
                 **keep_facts(model, groups, path[index]),
             }  # fmt: skip
             deployables[name] = Deployable(trained[index][0], facts=facts)
-        main = deployables.pop(MAIN)
-        main.facts.update({
+        deployables[MAIN].facts.update({
             "dense_val_batch_accuracy": round(dense_accuracy, 6), "blocks": blocks, "path_length": len(path),
             "front_sizes": [len(front) for front in fronts],
             "evaluations": len(blocks) * self.options["population"] * (self.options["generations"] + 1),
         })  # fmt: skip
-        return Artifact(main.model, trained[chosen[MAIN]][1], time.perf_counter() - started, deployables=deployables,
-                        facts=main.facts)  # fmt: skip
+        return Artifact.of(deployables, history=trained[chosen[MAIN]][1], train_seconds=time.perf_counter() - started)
 
     @staticmethod
     def keep_of(block: Sequence[int], groups: Sequence[ChannelGroup], genome: np.ndarray) -> Keep:

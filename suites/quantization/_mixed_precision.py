@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from effbench.method import Deployable
 from effbench.tf import keras, tf
 from suites.quantization._uniform import (
     ActivationQuantizer,
@@ -263,6 +264,16 @@ def fake_quantized(
 def uniform_ends(bits: Mapping[str, int]) -> bool:
     """Whether every layer ends at ``END_BITS``: the deployable then ships as an int8 flatbuffer."""
     return all(b == END_BITS for b in bits.values())
+
+
+def budget_deployable(
+    model: keras.Model, bits: Mapping[str, int], sizes: Mapping[str, int], budget: float,
+    int8: Callable[[], bytes | None], calibration: dict, **extra: Any,
+) -> Deployable:  # fmt: skip
+    """The deployable of one average-bits budget: ``int8()``'s flatbuffer where every layer ends at 8 bits."""
+    tflite = int8() if uniform_ends(bits) else None
+    achieved = {"avg_bits": budget, "achieved_avg_bits": average_bits(bits, sizes)}
+    return Deployable(model, tflite, deployable_facts(model, tflite, calibration, achieved, **extra))
 
 
 def deployable_facts(

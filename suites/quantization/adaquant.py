@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from effbench.method import Artifact, Deployable
+from effbench.method import Artifact
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
 from effbench.training import TrainContext
@@ -289,19 +289,15 @@ class AdaQuant(QuantizationMethod):
         kept = mp.ends_kept(names, self.options["keep_ends"])
         table = self.loss_table(float_model, mp.candidate_bits(names, kept), x, iterations, context.seed)
         sizes = mp.kernel_sizes(float_model, names)
+        source = f"first {len(x)} training inputs"
         deployables = {}
         for name, budget in zip(self.deployable_names(), self.budgets, strict=True):
             allocation = mp.integer_program(table, sizes, mp.budget_bits(budget, sizes))
             model, bn_tuned = self.calibrated(float_model, allocation.bits, x, iterations, context.seed)
-            tflite = None
-            if mp.uniform_ends(allocation.bits):
-                tflite = int8_flatbuffer(float_twin(float_model, model), x, f"first {len(x)} training inputs")
-            facts = mp.deployable_facts(
-                model, tflite, calibration,
-                {"avg_bits": budget, "achieved_avg_bits": mp.average_bits(allocation.bits, sizes)},
-                loss_delta=allocation.cost, kept_at_8_bits=list(kept), adaquant_iterations=iterations,
+            deployables[name] = mp.budget_deployable(
+                model, allocation.bits, sizes, budget,
+                lambda model=model: int8_flatbuffer(float_twin(float_model, model), x, source),
+                calibration, loss_delta=allocation.cost, kept_at_8_bits=list(kept), adaquant_iterations=iterations,
                 bn_reestimated=bn_tuned,
             )  # fmt: skip
-            deployables[name] = Deployable(model, tflite, facts)
-        main = deployables.pop("")
-        return Artifact(model=main.model, tflite=main.tflite, facts=main.facts, deployables=deployables)
+        return Artifact.of(deployables)

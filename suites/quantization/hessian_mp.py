@@ -255,8 +255,7 @@ class HessianMixedPrecision(QuantizationMethod):
                 sensitivity={layer: rows[layer]["score"] for layer in ranking},
             )  # fmt: skip
             deployables[name] = Deployable(models[k], tflite, facts)
-        main = deployables.pop("")
-        return Artifact(model=main.model, tflite=main.tflite, facts=main.facts, deployables=deployables)
+        return Artifact.of(deployables)
 
     def flatbuffer(self, float_model: keras.Model, bits: dict[str, tuple[int, int]], x: np.ndarray) -> bytes | None:
         """The TFLite deployment of a mix where TFLite has kernels for it: 8/8 everywhere, or int8 / float16."""

@@ -381,11 +381,7 @@ class QuantNAS(QuantizationMethod):
             history["search_loss"] += runs["search_loss"]
             history["finetune_loss"] += tuned.get("loss", [])
             history["epoch_seconds"] += runs["epoch_seconds"] + tuned.get("epoch_seconds", [])
-        main = deployables.pop(MAIN)
-        return Artifact(
-            model=main.model, tflite=main.tflite, facts=main.facts, deployables=deployables, history=history,
-            train_seconds=time.perf_counter() - started,
-        )  # fmt: skip
+        return Artifact.of(deployables, history=history, train_seconds=time.perf_counter() - started)
 
     @staticmethod
     def deploy(

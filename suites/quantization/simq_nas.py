@@ -45,7 +45,7 @@ Small-faithful. Four stages, from the trained protocol backbone (upstream ``trai
 NSGA-II (Deb et al. 2002), compactly: a population of genomes; per generation, binary tournaments on
 (front rank, crowding distance) pick parents, uniform crossover and per-gene mutation (rate 1/genes) make
 children, and parents and children together are cut back to the population by fast non-dominated sorting
-(:func:`non_dominated_fronts`) and crowding distance. Duplicates are dropped.
+(:func:`effbench.pareto.non_dominated_fronts`) and crowding distance. Duplicates are dropped.
 
 Deviations: the paper searches transformer and ResNet super-networks trained beforehand, with more
 elastic dimensions than width (depth, heads); how it quantizes a candidate and which precisions its policies take are
@@ -83,6 +83,7 @@ from effbench.bits import KERNEL_KINDS
 from effbench.channels import CHANNEL_AXES, PRODUCERS, ChannelGroup, channel_groups, remove_channels
 from effbench.graph import local_name
 from effbench.method import MAIN, Artifact, Deployable
+from effbench.pareto import crowding_distance, non_dominated_fronts, rank_and_crowding
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
 from effbench.training import TrainContext
@@ -353,47 +354,6 @@ class ElasticSupernet:
 # ---------------------------------------------------------------- multi-objective search
 
 
-def non_dominated_fronts(objectives: np.ndarray) -> list[list[int]]:
-    """Deb's fast non-dominated sort of ``objectives`` (rows, every column minimised): fronts of row indices."""
-    objectives = np.asarray(objectives, dtype=np.float64)
-    no_worse = (objectives[:, None, :] <= objectives[None, :, :]).all(axis=-1)
-    better = (objectives[:, None, :] < objectives[None, :, :]).any(axis=-1)
-    dominates = no_worse & better  # [i, j]: i dominates j
-    dominated_by = dominates.sum(axis=0)
-    fronts, current = [], sorted(np.flatnonzero(dominated_by == 0).tolist())
-    while current:
-        fronts.append(current)
-        following = []
-        for i in current:
-            for j in np.flatnonzero(dominates[i]):
-                dominated_by[j] -= 1
-                if dominated_by[j] == 0:
-                    following.append(int(j))
-        current = sorted(following)
-    return fronts
-
-
-def crowding_distance(objectives: np.ndarray) -> np.ndarray:
-    """NSGA-II's crowding distance of each row within its front: infinite at each objective's extremes."""
-    objectives = np.asarray(objectives, dtype=np.float64)
-    distance = np.zeros(len(objectives))
-    for column in objectives.T:
-        order = np.argsort(column, kind="stable")
-        distance[order[[0, -1]]] = np.inf
-        span = column[order[-1]] - column[order[0]]
-        if span > 0 and len(order) > 2:
-            distance[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
-    return distance
-
-
-def _rank_and_crowding(objectives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rank, crowding = np.zeros(len(objectives), int), np.zeros(len(objectives))
-    for index, front in enumerate(non_dominated_fronts(objectives)):
-        rank[front] = index
-        crowding[front] = crowding_distance(objectives[front])
-    return rank, crowding
-
-
 def nsga2(
     evaluate: Callable[[np.ndarray], np.ndarray],
     cardinalities: np.ndarray,
@@ -412,7 +372,7 @@ def nsga2(
     genomes = genomes[rng.permutation(len(genomes))[:population]]
     objectives = evaluate(genomes)
     for _ in range(generations):
-        rank, crowding = _rank_and_crowding(objectives)
+        rank, crowding = rank_and_crowding(objectives)
         a, b = rng.integers(0, len(genomes), (2, population))
         a_wins = (rank[a] < rank[b]) | ((rank[a] == rank[b]) & (crowding[a] >= crowding[b]))
         parents = genomes[np.where(a_wins, a, b)]
@@ -592,8 +552,4 @@ class SimQNAS(QuantizationMethod):
                 },
             }  # fmt: skip
             deployables[name] = deployable(quantized, pruned, samples, facts)
-        main = deployables.pop(MAIN)
-        return Artifact(
-            model=main.model, tflite=main.tflite, facts=main.facts, deployables=deployables, history=history,
-            train_seconds=time.perf_counter() - started,
-        )  # fmt: skip
+        return Artifact.of(deployables, history=history, train_seconds=time.perf_counter() - started)

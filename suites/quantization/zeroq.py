@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from effbench.method import Artifact, Deployable
+from effbench.method import Artifact
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
 from effbench.training import TrainContext
@@ -160,20 +160,16 @@ class ZeroQ(QuantizationMethod):
         frontier = mp.pareto_frontier(table, sizes)
         distillation = {"iterations": iterations, "batch": DISTILL_BATCH, "bn_loss_initial": losses[0],
                         "bn_loss_final": losses[-1]}  # fmt: skip
+        kept = list(mp.ends_kept(names, self.options["keep_ends"]))
         deployables = {}
         for name, budget in zip(self.deployable_names(), self.budgets, strict=True):
             point = mp.cheapest_within(frontier, mp.budget_bits(budget, sizes))
             model = mp.fake_quantized(float_model, {n: (b, mp.ACTIVATION_BITS) for n, b in point.bits.items()},
                                       distilled)  # fmt: skip
-            tflite = None
-            if mp.uniform_ends(point.bits):
-                tflite = int8_flatbuffer(float_model, distilled, "ZeroQ's batch distilled from the BN statistics")
-            facts = mp.deployable_facts(
-                model, tflite, CALIBRATION,
-                {"avg_bits": budget, "achieved_avg_bits": mp.average_bits(point.bits, sizes)},
-                sensitivity=point.cost, kept_at_8_bits=list(mp.ends_kept(names, self.options["keep_ends"])),
+            deployables[name] = mp.budget_deployable(
+                model, point.bits, sizes, budget,
+                lambda: int8_flatbuffer(float_model, distilled, "ZeroQ's batch distilled from the BN statistics"),
+                CALIBRATION, sensitivity=point.cost, kept_at_8_bits=kept,
                 distillation=distillation, frontier_points=len(frontier),
             )  # fmt: skip
-            deployables[name] = Deployable(model, tflite, facts)
-        main = deployables.pop("")
-        return Artifact(model=main.model, tflite=main.tflite, facts=main.facts, deployables=deployables)
+        return Artifact.of(deployables)
