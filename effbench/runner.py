@@ -349,7 +349,7 @@ class JobRunner:
                 recipe=context.recipe, reference=reference, files_dir=Path(scratch),
                 retrain=lambda recipe: retrain(method, context, recipe),
                 deployable=run.deployable, tflite=deployable.tflite, deployment=method.deployment,
-                twin_model=functools.partial(cached_twin_model, context.upstream),
+                twin_model=functools.partial(cached_twin_model, context.upstream), budget=context.budget,
             )  # fmt: skip
             metrics = track.measure(measure_context)
             files = read_files(Path(scratch))

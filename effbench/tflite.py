@@ -6,7 +6,7 @@ with the same settings; both use this module (suites never import tracks).
 Every variant keeps float32 inputs and outputs (the int8 variant quantizes and dequantizes inside the
 graph), so the same test inputs feed every variant and their outputs are compared directly.
 
-- ``float32``: ``TFLiteConverter.from_keras_model`` with no optimization.
+- ``float32``: TFLite's converter with no optimization.
 - ``float16``: ``Optimize.DEFAULT`` and ``supported_types = [tf.float16]``: weights stored as float16,
   dequantized to float32 when the model is loaded; arithmetic stays float32 on CPU.
 - ``dynamic``: ``Optimize.DEFAULT`` with no data: int8 weights; activations are quantized on the fly
@@ -18,13 +18,24 @@ graph), so the same test inputs feed every variant and their outputs are compare
   shrinks with a pruned model's zeros; outputs are unchanged. Whether a runtime computes faster with them is a
   separate question (XNNPACK's sparse kernels have rules of their own: ``tracks/_sparse.py``).
 
+The converter starts from a SavedModel. ``TFLiteConverter.from_keras_model`` saves the Keras model to a fresh one
+on every call, and that export is most of a conversion's time (a binary ResNet-20: about 5 of 8 s). The edge
+track converts one model up to six ways, so :func:`exported` saves it once, exactly as ``from_keras_model``
+does (``tf.saved_model.save`` with debug info), and :func:`convert` converts from that folder. The flatbuffers
+compute the same outputs and have the same sizes; only the converter's metadata, which names the source
+format, differs from ``from_keras_model``'s.
+
 LiteRT is imported where it is used: every command imports this module through the tracks. The batched LiteRT
 evaluation itself lives in :mod:`effbench.litert`, which imports no TensorFlow (the verifier's sandbox runs it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -71,12 +82,39 @@ def calibration(model: keras.Model, splits: Splits | None) -> Calibration:
     )
 
 
-def convert(model: keras.Model, variant: str, data: Calibration) -> bytes:
+# A Keras model, or the SavedModel folder that exported() saved it to.
+Source = keras.Model | Path
+
+
+@contextlib.contextmanager
+def exported(model: keras.Model) -> Iterator[Source]:
+    """The model saved once as the SavedModel ``from_keras_model`` would save, for several conversions.
+
+    Where saving fails, the model itself: :func:`convert` then converts it as ``from_keras_model`` does, which
+    falls back to freezing the Keras model's graph.
+    """
+    with tempfile.TemporaryDirectory(prefix="effbench-savedmodel-") as folder:
+        yield _saved(model, Path(folder))
+
+
+def _saved(model: keras.Model, folder: Path) -> Source:
+    try:
+        with native_stderr_filtered():
+            tf.saved_model.save(model, str(folder), options=tf.saved_model.SaveOptions(save_debug_info=True))
+    except Exception:  # noqa: BLE001 - a model SavedModel cannot hold still converts from its graph
+        return model
+    return folder
+
+
+def convert(source: Source, variant: str, data: Calibration) -> bytes:
     """The flatbuffer of one of ``TFLITE_VARIANTS`` or ``sparse``; raises what the converter raises."""
     if variant not in (*TFLITE_VARIANTS, SPARSE_VARIANT):
         known = ", ".join((*TFLITE_VARIANTS, SPARSE_VARIANT))
         raise ValueError(f"unknown TFLite variant '{variant}'; expected one of {known}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if isinstance(source, Path):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(source)
     if variant == SPARSE_VARIANT:
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     elif variant != "float32":

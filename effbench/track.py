@@ -71,6 +71,8 @@ class MeasureContext:
     tflite: bytes | None = None
     # The edge variant that is the method's deployment ("int8", "lce"), reported again as scope "deployed".
     deployment: str | None = None
+    # The run's budget (smoke, quick, paper); None for a bare model file. Timing tracks time smoke runs briefly.
+    budget: str | None = None
     # Loads the FP32 twin's trained model (a fresh copy); None when the method has no twin, or the twin's model
     # is not cached (its records were there, so it was not trained again).
     twin_model: Callable[[], keras.Model | None] | None = None

@@ -11,7 +11,7 @@ from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric
 from tests.conftest import binary_layer_names
 from tracks import _tflite, edge
-from tracks._timing import TimingPolicy
+from tracks._timing import SMOKE_POLICY, TimingPolicy, time_calls
 
 # Enough calls to produce every timing metric, few enough to keep the file fast.
 TINY_POLICY = TimingPolicy(warmup=1, min_repeats=3, min_seconds=0.0, max_seconds=0.05)
@@ -80,11 +80,11 @@ def string_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(3)(round_trip))
 
 
-def measure(model: keras.Model, splits: Splits | None, files_dir=None, track=edge.EdgeTrack) -> dict:
+def measure(model: keras.Model, splits: Splits | None, files_dir=None, track=edge.EdgeTrack, **context) -> dict:
     """(scope, metric) -> value of one run of the edge track (or ``track``) under the tiny timing policy."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(edge, "TIMING_POLICY", TINY_POLICY)
-        metrics = track().measure(MeasureContext(model=model, splits=splits, files_dir=files_dir))
+        metrics = track().measure(MeasureContext(model=model, splits=splits, files_dir=files_dir, **context))
     assert all(isinstance(m, Metric) for m in metrics)
     return {(m.scope, m.name): m.value for m in metrics}
 
@@ -172,6 +172,45 @@ def test_edge_lce_measures_only_the_float32_and_lce_pair_with_the_edge_tracks_me
     assert {key for key in full if key[0] in ("float32", "lce")} == {key for key in values if key[0]}
     assert values[("lce", "converted")] == 1 and values[("lce", "agreement")] == 1.0
     assert TRACKS.get("edge-lce").spec.needs_task_data is False
+
+
+def test_the_model_is_exported_once_for_every_conversion_and_converts_as_from_keras_model_does(monkeypatch):
+    saves = []
+    original = tf.saved_model.save
+    monkeypatch.setattr(tf.saved_model, "save", lambda *args, **kwargs: saves.append(args) or original(*args, **kwargs))
+    model, splits = larq_model(), fake_splits(integers=True)
+    values = measure(model, splits)
+    assert len(saves) == 1 and all(values[(v, "converted")] == 1 for v in (*TFLITE_VARIANTS, "lce"))
+    data = _tflite.calibration(model, splits)
+    with _tflite.exported(model) as source:
+        for variant in ("float32", "int8"):
+            reference = _tflite.convert(model, variant, data)  # from_keras_model, which exports on every call
+            from_export = _tflite.convert(source, variant, data)
+            assert len(from_export) == len(reference) == values[(variant, "size_bytes")]
+            outputs = [_tflite.litert_predict(content, splits.x_test, 1) for content in (from_export, reference)]
+            np.testing.assert_array_equal(*outputs)
+        assert _tflite.convert_lce(source) == _tflite.convert_lce(model)
+
+
+def test_a_smoke_run_converts_float32_and_the_deployment_only_with_a_handful_of_timed_calls(larq_run, monkeypatch):
+    policies = []
+    monkeypatch.setattr(edge, "time_calls", lambda call, policy: policies.append(policy) or time_calls(call, policy))
+    full, _ = larq_run
+    values = measure(larq_model(), fake_splits(integers=True), budget="smoke", deployment="lce")
+    assert {scope for scope, _ in values} == {"", "float32", "lce", "deployed"}
+    assert {key for key in full if key[0] in ("float32", "lce")} <= set(values)
+    assert policies == [SMOKE_POLICY] * 4  # two variants at 1 and 2 threads
+
+
+def test_a_model_that_cannot_be_saved_still_converts_from_its_graph(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("not trackable")
+
+    monkeypatch.setattr(tf.saved_model, "save", refuse)
+    model = float_model()
+    with _tflite.exported(model) as source:
+        assert source is model
+        assert _tflite.convert(source, "float32", _tflite.calibration(model, None))
 
 
 def test_subclasses_of_larq_layers_are_larq_models_too():

@@ -8,7 +8,7 @@ from effbench.tf import keras
 from effbench.track import MeasureContext
 from tests.conftest import tiny_dense_model
 from tracks import latency
-from tracks._timing import TimingPolicy, time_calls
+from tracks._timing import SMOKE_POLICY, TimingPolicy, time_calls
 
 SMALL_POLICY = TimingPolicy(warmup=2, min_repeats=5, min_seconds=0.0, max_seconds=2.0)
 
@@ -34,8 +34,8 @@ def two_input_model() -> keras.Model:
     return keras.Model([image, extra], keras.layers.Dense(2)(joined))
 
 
-def measured(model: keras.Model) -> dict[str, float | int | str]:
-    metrics = latency.LatencyTrack().measure(MeasureContext(model=model))
+def measured(model: keras.Model, budget: str | None = None) -> dict[str, float | int | str]:
+    metrics = latency.LatencyTrack().measure(MeasureContext(model=model, budget=budget))
     assert all(m.scope == "" for m in metrics)
     return {m.name: m.value for m in metrics}
 
@@ -49,6 +49,14 @@ def test_cpu_metrics_at_both_batches_are_consistent():
         assert values[f"{prefix}_repeats"] >= SMALL_POLICY.min_repeats and values[f"{prefix}_cv"] >= 0
         assert values[f"{prefix}_samples_per_s"] == pytest.approx(batch / (median / 1e3))
     assert latency.BATCH_SIZES == (1, 64)
+
+
+def test_a_smoke_run_is_timed_with_a_handful_of_calls_a_real_budget_with_the_tracks_own_policy(monkeypatch):
+    calls = []
+    monkeypatch.setattr(latency, "time_calls", lambda call, policy: calls.append(policy) or time_calls(call, policy))
+    measured(tiny_dense_model((4,), 3), "smoke")
+    measured(tiny_dense_model((4,), 3), "quick")
+    assert calls == [SMOKE_POLICY] * 2 + [SMALL_POLICY] * 2  # batch 1 and 64, on the one CPU device
 
 
 def test_device_label_names_the_cpu_and_its_threads():

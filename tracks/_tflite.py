@@ -3,7 +3,8 @@
 Every variant keeps float32 inputs and outputs (the int8 variant quantizes and dequantizes inside the
 graph), so the same test inputs feed every variant and their outputs are compared directly.
 
-- ``float32``: ``TFLiteConverter.from_keras_model`` with no optimization.
+- ``float32``: TFLite's converter with no optimization (from the model's SavedModel export, saved once for
+  every variant: :func:`effbench.tflite.exported`).
 - ``float16``: ``Optimize.DEFAULT`` and ``supported_types = [tf.float16]``: weights stored as float16,
   dequantized to float32 when the model is loaded; arithmetic stays float32 on CPU.
 - ``dynamic``: ``Optimize.DEFAULT`` with no data: int8 weights; activations are quantized on the fly
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,9 +34,11 @@ from effbench.tflite import (  # noqa: F401 - the conversions and the batched ev
     NOISE_SEED,
     TFLITE_VARIANTS,
     Calibration,
+    Source,
     calibration,
     convert,
     error_text,
+    exported,
     input_shape,
     litert_predict,
 )
@@ -45,12 +49,13 @@ if TYPE_CHECKING:
 LCE_VARIANT = "lce"
 
 
-def convert_lce(model: keras.Model) -> bytes:
-    """Larq Compute Engine's flatbuffer (float32 input and output, batch fixed to 1 by LCE)."""
-    from larq_compute_engine import convert_keras_model
+def convert_lce(source: Source) -> bytes:
+    """Larq Compute Engine's flatbuffer (float32 input and output, batch fixed to 1 by LCE), from the model or its
+    export (:func:`effbench.tflite.exported`; the same bytes as ``convert_keras_model``'s own export gives)."""
+    from larq_compute_engine import convert_keras_model, convert_saved_model
 
     with native_stderr_filtered():
-        return convert_keras_model(model)
+        return convert_saved_model(source) if isinstance(source, Path) else convert_keras_model(source)
 
 
 def has_larq_layers(model: keras.Model) -> bool:

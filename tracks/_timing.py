@@ -5,6 +5,10 @@ caches), then timed one call at a time with ``time.perf_counter`` until it has r
 ``min_repeats`` times *and* for at least ``min_seconds``, or until ``max_seconds`` have passed. The
 summary is robust to the occasional slow call (a scheduler hiccup): the median and the 90th
 percentile, plus the coefficient of variation (std / mean) so an unstable measurement is visible.
+
+At the ``smoke`` budget (a check that every stage runs, in seconds, not numbers to compare) both tracks time
+with :data:`SMOKE_POLICY` instead of their own (:func:`policy_for`): a handful of calls. Its records keep the
+``_repeats`` count, so a smoke timing shows for what it is.
 """
 
 from __future__ import annotations
@@ -61,6 +65,14 @@ class Timing:
         if batch is not None:
             metrics.append(Metric(f"{prefix}_samples_per_s", batch / self.median, "samples/s", scope))
         return metrics
+
+
+SMOKE_POLICY = TimingPolicy(warmup=1, min_repeats=5, min_seconds=0.0, max_seconds=0.2)
+
+
+def policy_for(budget: str | None, policy: TimingPolicy) -> TimingPolicy:
+    """``policy``, or :data:`SMOKE_POLICY` for a run at the smoke budget."""
+    return SMOKE_POLICY if budget == "smoke" else policy
 
 
 def timing_specs(prefix: str, scopes: tuple[str, ...] = ("",), batch: bool = False) -> tuple[MetricSpec, ...]:

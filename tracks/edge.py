@@ -41,6 +41,10 @@ sparse file is smaller but not faster): :mod:`tracks._sparse`.
 The ``edge-lce`` track measures only ``float32`` and ``lce`` (the pair a binarization sweep compares),
 with the same metrics and scopes.
 
+At the ``smoke`` budget (a check that every stage runs, not numbers to compare) only ``float32`` and the method's
+own deployment variant (``lce`` for a binary operator) are converted, and both are timed with
+``tracks._timing.SMOKE_POLICY``.
+
 The ``int8`` variant also records ``calibration`` (text) and ``calibration_samples`` (count): the first
 128 inputs of the run's training split (whose order depends on the run's seed), or, for a bare model
 with no task, 128 standard-normal noise inputs drawn with a fixed seed (calibrating on noise gives
@@ -75,8 +79,11 @@ from effbench.tf import keras, tf
 from effbench.tflite import SPARSE_VARIANT
 from effbench.track import MeasureContext, Metric, Track
 from tracks import _quality, _sparse, _tflite
-from tracks._timing import TimingPolicy, time_calls, timing_specs
+from tracks._timing import TimingPolicy, policy_for, time_calls, timing_specs
 
+# A smoke run (a check that every stage runs, not numbers to compare) converts float32 and the method's own
+# deployment only, and times them with the smoke policy (tracks._timing).
+SMOKE = "smoke"
 # Lighter than the default policy: up to 5 variants x 2 thread counts are timed per model.
 TIMING_POLICY = TimingPolicy(warmup=5, min_repeats=20, min_seconds=0.5, max_seconds=3.0)
 THREADS = (1, 2)
@@ -155,14 +162,14 @@ def runtime_metrics(with_lce: bool) -> list[Metric]:
     litert = f"LiteRT {_tflite.litert_version()} (ai_edge_litert Interpreter, XNNPACK delegate, CPU)"
     metrics = [
         Metric("runtime", litert, "text"),
-        Metric("converter", f"TensorFlow {tf.__version__} TFLiteConverter.from_keras_model", "text"),
+        Metric("converter", f"TensorFlow {tf.__version__} TFLiteConverter.from_saved_model", "text"),
     ]
     if with_lce:
         version = _tflite.lce_version()
         lce = f"Larq Compute Engine {version} interpreter (LCE kernels, builtin float kernels, CPU)"
         metrics += [
             Metric("runtime", lce, "text", _tflite.LCE_VARIANT),
-            Metric("converter", f"larq_compute_engine {version} convert_keras_model", "text", _tflite.LCE_VARIANT),
+            Metric("converter", f"larq_compute_engine {version} convert_saved_model", "text", _tflite.LCE_VARIANT),
         ]
     return metrics
 
@@ -174,10 +181,12 @@ def calibration_metrics(data: _tflite.Calibration) -> list[Metric]:
     ]
 
 
-def latency_metrics(backend: Backend, content: bytes, sample: np.ndarray, variant: str) -> list[Metric]:
+def latency_metrics(
+    backend: Backend, content: bytes, sample: np.ndarray, variant: str, policy: TimingPolicy
+) -> list[Metric]:
     metrics = []
     for threads in THREADS:
-        timing = time_calls(backend.single_call(content, threads, sample), TIMING_POLICY)
+        timing = time_calls(backend.single_call(content, threads, sample), policy)
         metrics += timing.metrics(f"{backend.prefix}_t{threads}", scope=variant)
     return metrics
 
@@ -226,7 +235,7 @@ def measure_variant(
     if context.files_dir is not None:
         (context.files_dir / f"{variant}.tflite").write_bytes(content)
     try:
-        metrics += latency_metrics(backend, content, inputs.sample, variant)
+        metrics += latency_metrics(backend, content, inputs.sample, variant, policy_for(context.budget, TIMING_POLICY))
         if inputs.x_test is not None:
             metrics += accuracy_metrics(backend, content, inputs, variant)
     except Exception as error:  # noqa: BLE001 - converted but not runnable is a result too
@@ -297,18 +306,21 @@ class EdgeTrack(Track):
         # A deployable that is a flatbuffer is measured as itself (deployed_metrics), beside its Keras model's
         # float32 conversion as the reference: converting its simulation every other way would measure nothing.
         variants = self.variants if context.tflite is None else ("float32",)
+        if context.budget == SMOKE:
+            variants = tuple(variant for variant in variants if variant in ("float32", context.deployment))
         if "int8" in variants:
             metrics += calibration_metrics(data)
-        for variant in variants:
-            convert = functools.partial(_tflite.convert, model, variant, data)
-            metrics += measure_variant(variant, convert, LITERT, inputs, context)
-        if with_lce:
-            convert = functools.partial(_tflite.convert_lce, model)
-            metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
-        if self.sparse_variant and kernel_sparsity(model) >= SPARSE_MIN_SPARSITY:
-            convert = functools.partial(_tflite.convert, model, SPARSE_VARIANT, data)
-            metrics += measure_variant(SPARSE_VARIANT, convert, LITERT, inputs, context)
-            metrics += _sparse.sparse_inference_metrics(model)
+        with _tflite.exported(model) as source:  # one export for every conversion below
+            for variant in variants:
+                convert = functools.partial(_tflite.convert, source, variant, data)
+                metrics += measure_variant(variant, convert, LITERT, inputs, context)
+            if with_lce:
+                convert = functools.partial(_tflite.convert_lce, source)
+                metrics += measure_variant(_tflite.LCE_VARIANT, convert, LCE, inputs, context)
+            if self.sparse_variant and kernel_sparsity(model) >= SPARSE_MIN_SPARSITY:
+                convert = functools.partial(_tflite.convert, source, SPARSE_VARIANT, data)
+                metrics += measure_variant(SPARSE_VARIANT, convert, LITERT, inputs, context)
+                metrics += _sparse.sparse_inference_metrics(model)
         return metrics + deployed_metrics(metrics, context, inputs)
 
 

@@ -22,9 +22,9 @@ compilation fails on ops it has no kernel for, such as ``tf.py_function``).
 Inputs are standard-normal float32 arrays of each model input's shape (one per input), drawn with
 the constant seed ``INPUT_SEED``, so every method and run sees the same values.
 
-Timing follows ``tracks._timing`` with ``POLICY``: warm-up calls, then repeats until enough calls
-and seconds. Metrics per device and batch, named ``keras_<device>_b<batch>_`` + ``median_ms``,
-``p90_ms``, ``cv``, ``repeats``, ``samples_per_s`` (batch / median), where ``<device>`` is ``cpu``,
+Timing follows ``tracks._timing`` with ``POLICY`` (``SMOKE_POLICY`` at the smoke budget): warm-up calls, then
+repeats until enough calls and seconds. Metrics per device and batch, named ``keras_<device>_b<batch>_`` +
+``median_ms``, ``p90_ms``, ``cv``, ``repeats``, ``samples_per_s`` (batch / median), where ``<device>`` is ``cpu``,
 ``gpu0``, ``gpu1``, ... or ``tpu``; plus the text metric ``keras_<device>_device`` naming the hardware.
 
 Neither the GPU nor the TPU path has been run: there was no GPU or TPU where this was written (the
@@ -47,7 +47,7 @@ from effbench.provenance import cpu_model, cpu_threads
 from effbench.registry import MetricSpec, register_track
 from effbench.tf import keras, tf
 from effbench.track import MeasureContext, Metric, Track
-from tracks._timing import TimingPolicy, time_calls, timing_specs
+from tracks._timing import TimingPolicy, policy_for, time_calls, timing_specs
 
 THROUGHPUT_BATCH = 64
 BATCH_SIZES = (1, THROUGHPUT_BATCH)
@@ -146,23 +146,25 @@ def label_metric(prefix: str, label: str) -> Metric:
     return Metric(f"keras_{prefix}_device", label, "text")
 
 
-def timed_metrics(prefix: str, make_call: Callable[[int], Callable[[], object]]) -> list[Metric]:
+def timed_metrics(
+    prefix: str, make_call: Callable[[int], Callable[[], object]], policy: TimingPolicy
+) -> list[Metric]:
     """Time ``make_call(batch)`` for each batch size, as ``keras_<prefix>_b<batch>_*`` metrics."""
     metrics = []
     for batch in BATCH_SIZES:
-        timing = time_calls(make_call(batch), POLICY)
+        timing = time_calls(make_call(batch), policy)
         metrics += timing.metrics(f"keras_{prefix}_b{batch}", batch=batch)
     return metrics
 
 
-def device_metrics(model: keras.Model, device: Device) -> list[Metric]:
+def device_metrics(model: keras.Model, device: Device, policy: TimingPolicy) -> list[Metric]:
     def make_call(batch: int) -> Callable[[], object]:
         return device_call(compiled_forward(model), device.name, random_inputs(model, batch))
 
-    return [label_metric(device.prefix, device.label), *timed_metrics(device.prefix, make_call)]
+    return [label_metric(device.prefix, device.label), *timed_metrics(device.prefix, make_call, policy)]
 
 
-def tpu_metrics(model: keras.Model) -> list[Metric]:
+def tpu_metrics(model: keras.Model, policy: TimingPolicy) -> list[Metric]:
     """Untested (no TPU where this was written): see the module docstring for what it assumes."""
     strategy = tf.distribute.TPUStrategy(tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local"))
     with strategy.scope():
@@ -179,7 +181,8 @@ def tpu_metrics(model: keras.Model) -> list[Metric]:
                 lambda per_core: fetch(strategy.experimental_local_results(per_core)), step(inputs)
             )
 
-        return [label_metric("tpu", f"{strategy.num_replicas_in_sync} TPU cores"), *timed_metrics("tpu", make_call)]
+        label = label_metric("tpu", f"{strategy.num_replicas_in_sync} TPU cores")
+        return [label, *timed_metrics("tpu", make_call, policy)]
 
 
 @register_track(
@@ -190,9 +193,10 @@ def tpu_metrics(model: keras.Model) -> list[Metric]:
 )
 class LatencyTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:
+        policy = policy_for(context.budget, POLICY)
         metrics = []
         for device in local_devices():
-            metrics += device_metrics(context.model, device)
+            metrics += device_metrics(context.model, device, policy)
         if tpu_attached():
-            metrics += tpu_metrics(context.model)
+            metrics += tpu_metrics(context.model, policy)
         return metrics

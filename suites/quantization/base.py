@@ -20,7 +20,7 @@ import numpy as np
 from effbench.method import Artifact, Method, MethodRef
 from effbench.registry import TaskSpec
 from effbench.tf import keras
-from effbench.tflite import CALIBRATION_SAMPLES, Calibration, convert
+from effbench.tflite import CALIBRATION_SAMPLES, Calibration, Source, convert
 from effbench.training import TrainContext
 
 TRAINED = "trained"
@@ -59,6 +59,6 @@ def calibration_samples(context: TrainContext, samples: int = CALIBRATION_SAMPLE
     return x, {"split": "train", "samples": int(len(x)), "selection": "first", "labels": False}
 
 
-def int8_flatbuffer(model: keras.Model, samples: np.ndarray, source: str) -> bytes:
+def int8_flatbuffer(model: Source, samples: np.ndarray, source: str) -> bytes:
     """Full-integer TFLite (int8 weights per channel, int8 activations calibrated on ``samples``), float I/O."""
     return convert(model, "int8", Calibration(samples.astype(np.float32), source))

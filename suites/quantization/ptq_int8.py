@@ -63,7 +63,7 @@ from effbench.console import native_stderr_filtered
 from effbench.method import MAIN, Artifact, Deployable
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras
-from effbench.tflite import Calibration, convert
+from effbench.tflite import Calibration, convert, exported
 from effbench.training import TrainContext
 from suites.quantization._uniform import (
     FLOAT_BITS,
@@ -167,12 +167,13 @@ class PostTrainingInt8(QuantizationMethod):
             model = simulated(float_model, SIMULATED_BITS[name], samples) if name in SIMULATED_BITS else float_model
             return Deployable(model, tflite, {**facts, "simulated": False, "bit_widths": bit_width_facts(model)})
 
-        main = deployable(MAIN, int8_flatbuffer(float_model, samples, source), {"calibration": calibration})
-        deployables = {
-            variant: deployable(variant, convert(float_model, variant, data), {"calibration": DATA_FREE})
-            for variant in CONVERTER_VARIANTS
-        }
-        float32 = convert(float_model, "float32", data)
+        with exported(float_model) as saved:  # one export for the four conversions
+            main = deployable(MAIN, int8_flatbuffer(saved, samples, source), {"calibration": calibration})
+            deployables = {
+                variant: deployable(variant, convert(saved, variant, data), {"calibration": DATA_FREE})
+                for variant in CONVERTER_VARIANTS
+            }
+            float32 = convert(saved, "float32", data)
         for name, (recipe_name, calibrates) in AEQ_RECIPES.items():
             tflite, fact = post_conversion(float32, recipe_name, samples if calibrates else None, validation)
             facts = {"calibration": calibration if calibrates else DATA_FREE, "validation": fact}
