@@ -142,7 +142,7 @@ def test_phone_timings_are_listed_as_not_reproducible():
         ("top1", "ratio", SEED_BAND), ("agreement", "ratio", SEED_BAND), ("sparsity", "ratio", EXACT),
         ("macs", "count", EXACT), ("size_bytes", "byte", EXACT), ("converted", "bool", EXACT),
         ("converter_error", "text", EXACT), ("keras_cpu_device", "text", NOT_COMPARED),
-        ("runtime", "text", NOT_COMPARED), ("litert_t1_cv", "ratio", NOT_COMPARED),
+        ("runtime", "text", NOT_COMPARED), ("converter", "text", NOT_COMPARED), ("litert_t1_cv", "ratio", NOT_COMPARED),
         ("litert_t1_median_ms", "ms", TIMING), ("litert_t1_repeats", "count", TIMING),
         ("peak_rss_bytes", "byte", TIMING), ("train_seconds", "s", TIMING),
     ],
