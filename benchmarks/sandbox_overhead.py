@@ -19,6 +19,7 @@ a researcher's first smoke submission costs (target: under 60 s on 2 cores).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -73,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     sides: dict[str, list[float]] = {"sandbox": [], "direct": []}
     with tempfile.TemporaryDirectory(prefix="effbench-sandbox-bench-") as scratch:
+        os.chmod(scratch, 0o755)  # run as root, the sandbox drops to an unprivileged user, who must read the folder
         for repeat in range(args.repeats):
             for side in sides:
                 folder = fresh_folder(Path(scratch), side, args.default_tracks)
