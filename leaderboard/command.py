@@ -20,6 +20,7 @@ CHECKOUT = APP.parent.parent
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     add_table_command(subparsers)
+    add_plot_command(subparsers)
     parser = subparsers.add_parser("leaderboard", help="open the leaderboard (a Streamlit app) on result folders")
     parser.add_argument("--results", type=Path, nargs="+", default=[], metavar="DIR",
                         help="result folders (default: the current project's results/baselines, other results/* but "
@@ -31,17 +32,56 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 def add_table_command(subparsers: argparse._SubParsersAction) -> None:
     table = subparsers.add_parser("table", help="the results table, one row per (method, task)")
-    table.add_argument("--out", type=Path, nargs="+", metavar="DIR",
-                       help="result folders (default: the committed ones, as the leaderboard reads them)")
     table.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
-    table.add_argument("--suite", help="only methods of this suite; without --track, the suite's summary "
-                       "(the columns its protocol declares: for binarization, accuracy and its ratio to the FP32 "
-                       "twin, BOPs, packed size, LCE size and latency)")
-    table.add_argument("--task", help="only this task")
     table.add_argument("--track", help="only this track, with its scoped metrics as <scope>/<metric> columns")
-    table.add_argument("--budget", help="only runs of this budget, or 'all' (default: the budget most runs have, so "
-                       "smoke runs never mix with quick ones unmarked)")
-    table.set_defaults(handler=command_table)  # fmt: skip
+    add_selection_arguments(table, "only methods of this suite; without --track, the suite's summary (the columns "
+                            "its protocol declares: for binarization, accuracy and its ratio to the FP32 twin, BOPs, "
+                            "packed size, LCE size and latency)")  # fmt: skip
+    table.set_defaults(handler=command_table)
+
+
+def add_plot_command(subparsers: argparse._SubParsersAction) -> None:
+    plot = subparsers.add_parser("plot", help="a quality against another metric, one line per method, as a PNG")
+    plot.add_argument("png", type=Path, help="the PNG to write")
+    plot.add_argument("--x", required=True, help="the x metric: sparsity, size_bits, bops, or <scope>/<metric>")
+    plot.add_argument("--y", default="top1", help="the y metric (default top1)")
+    plot.add_argument("--series", nargs="+", default=[], metavar="OPTION",
+                      help="method options whose values make series of their own (default: one per method)")
+    plot.add_argument("--log-x", action="store_true", help="a logarithmic x axis")
+    plot.add_argument("--front", action="store_true", help="draw the Pareto front (x lower, y higher is better)")
+    plot.add_argument("--method", nargs="+", default=[], metavar="SLUG", help="only these methods")
+    plot.add_argument("--title", help="default: the suite, task and budget")
+    add_selection_arguments(plot)
+    plot.set_defaults(handler=command_plot)  # fmt: skip
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser, suite_help: str = "only methods of this suite") -> None:
+    parser.add_argument("--out", type=Path, nargs="+", metavar="DIR",
+                        help="result folders (default: the committed ones, as the leaderboard reads them)")
+    parser.add_argument("--suite", help=suite_help)
+    parser.add_argument("--task", help="only this task")
+    parser.add_argument("--budget", help="only runs of this budget, or 'all' (default: the budget most runs have, so "
+                        "smoke runs never mix with quick ones unmarked)")  # fmt: skip
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from leaderboard.figures import curve_points, draw
+
+    selection = selected_records(args)
+    if selection is None:
+        return 1
+    _, tidy, _ = selection
+    if args.method:
+        tidy = tidy[tidy["method"].isin(args.method)]
+    points = curve_points(tidy, args.x, args.y, args.series)
+    if points.empty:
+        print(f"effbench plot: no run has both {args.x} and {args.y}", file=sys.stderr)
+        return 1
+    budgets = ", ".join(sorted(points["budget"].unique()))
+    title = args.title or " · ".join(filter(None, [args.suite, args.task, f"budget {budgets}"]))
+    draw(points, args.x, args.y, title, args.png, args.log_x, args.front)
+    print(f"{args.png}: {len(points)} points in {points['series'].nunique()} series", file=sys.stderr)
+    return 0
 
 
 def default_folders() -> list[Path]:
@@ -55,7 +95,6 @@ def command_table(args: argparse.Namespace) -> int:
     from effbench.records import provenance
     from leaderboard.tables import (
         NOISY_CV,
-        default_budgets,
         format_table,
         method_abouts,
         noisy_column,
@@ -64,23 +103,11 @@ def command_table(args: argparse.Namespace) -> int:
         suite_summary,
     )
 
+    selection = selected_records(args)
+    if selection is None:
+        return 1
+    frames, tidy, hidden = selection
     folders = args.out or default_folders()
-    if not folders:
-        print(f"no records under {Path.cwd()}: the committed results are results/baselines, results/<suite> and "
-              "submissions/*/results of an EffBench checkout; give --out DIR", file=sys.stderr)  # fmt: skip
-        return 1
-    frames = load_reporting_conflicts(folders)
-    tidy = frames.tidy
-    for column in ("suite", "task"):
-        if not tidy.empty and getattr(args, column):
-            tidy = tidy[tidy[column] == getattr(args, column)]
-    budgets = default_budgets(tidy) if args.budget is None else [] if args.budget == "all" else [args.budget]
-    hidden = 0 if tidy.empty or not budgets else tidy.loc[~tidy["budget"].isin(budgets), "config_hash"].nunique()
-    if budgets and not tidy.empty:
-        tidy = tidy[tidy["budget"].isin(budgets)]
-    if tidy.empty:
-        print(f"no records in {', '.join(map(str, folders))}", file=sys.stderr)
-        return 1
     if args.suite and not args.track:
         table = suite_summary(tidy, args.suite, abouts=method_abouts(frames.runs))
     else:
@@ -102,6 +129,31 @@ def command_table(args: argparse.Namespace) -> int:
         print(f"noisy: timings whose timed calls spread more than cv = std / mean = {NOISY_CV} in some seed (worst "
               "shown); re-measure them on an idle machine", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def selected_records(args: argparse.Namespace):
+    """(frames, the tidy rows ``--suite``, ``--task`` and ``--budget`` keep, how many runs the budget hid), or None
+    when there is nothing to show (said on stderr)."""
+    from leaderboard.tables import default_budgets
+
+    folders = args.out or default_folders()
+    if not folders:
+        print(f"no records under {Path.cwd()}: the committed results are results/baselines, results/<suite> and "
+              "submissions/*/results of an EffBench checkout; give --out DIR", file=sys.stderr)  # fmt: skip
+        return None
+    frames = load_reporting_conflicts(folders)
+    tidy = frames.tidy
+    for column in ("suite", "task"):
+        if not tidy.empty and getattr(args, column):
+            tidy = tidy[tidy[column] == getattr(args, column)]
+    budgets = default_budgets(tidy) if args.budget is None else [] if args.budget == "all" else [args.budget]
+    hidden = 0 if tidy.empty or not budgets else tidy.loc[~tidy["budget"].isin(budgets), "config_hash"].nunique()
+    if budgets and not tidy.empty:
+        tidy = tidy[tidy["budget"].isin(budgets)]
+    if tidy.empty:
+        print(f"no records in {', '.join(map(str, folders))}", file=sys.stderr)
+        return None
+    return frames, tidy, hidden
 
 
 def load_reporting_conflicts(folders: list[Path]):

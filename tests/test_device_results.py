@@ -1,5 +1,7 @@
 """`effbench device-result`: phone measurements of a run's converted model become records."""
 
+# The quick budget: a smoke run converts only float32 and the deployment (tracks.edge).
+
 import pytest
 
 from effbench.cli import main
@@ -21,7 +23,7 @@ def edge_run(tmp_path, toy_methods, monkeypatch):
 
     quick = TimingPolicy(warmup=1, min_repeats=2, min_seconds=0, max_seconds=1)
     monkeypatch.setattr(tracks.edge, "TIMING_POLICY", quick)
-    assert main(["run", "--method", "toy-dense", "--task", "digits", "--track", "edge", "--budget", "smoke",
+    assert main(["run", "--method", "toy-dense", "--task", "digits", "--track", "edge", "--budget", "quick",
                  "--out", str(tmp_path)]) == 0  # fmt: skip
     log = tmp_path / "int8-t1.txt"
     log.write_text(BENCHMARK_OUTPUT)
@@ -29,7 +31,7 @@ def edge_run(tmp_path, toy_methods, monkeypatch):
 
 
 def device_args(out, log, variant="int8"):
-    return ["device-result", "--out", str(out), "--method", "toy-dense", "--task", "digits", "--budget", "smoke",
+    return ["device-result", "--out", str(out), "--method", "toy-dense", "--task", "digits", "--budget", "quick",
             "--variant", variant, "--device", "Pixel 7 (Tensor G2)", "--threads", "1", "--log", str(log)]  # fmt: skip
 
 
