@@ -91,20 +91,48 @@ class Artifact:
         return {MAIN: Deployable(self.model, self.tflite, self.facts), **self.deployables}
 
 
+def _split_outside_parentheses(text: str, separator: str) -> list[str]:
+    """``text`` split at each ``separator`` that is not inside parentheses; unbalanced ones raise."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(f"unbalanced ')' in '{text}'")
+        if char == separator and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    if depth:
+        raise ValueError(f"unbalanced '(' in '{text}'")
+    return [*parts, text[start:]]
+
+
 def _parse_ref(text: str, noun: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """``slug:key=value,key=value`` -> (slug, sorted options)."""
+    """``slug:key=value,key=value`` -> (slug, sorted options).
+
+    A value that holds commas or ``+`` (a backbone with options of its own) is written in parentheses:
+    ``qat-4bit:bits=2,backbone=(resnet-cifar:depth=8,width=0.5)``; the parentheses are not part of it.
+    """
     slug, _, option_text = text.partition(":")
     options: dict[str, Any] = {}
-    for item in filter(None, option_text.split(",")):
+    for item in filter(None, _split_outside_parentheses(option_text, ",")):
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{noun} option '{item}' in '{text}' must be written key=value")
-        options[key.strip()] = _parse_option_value(raw.strip())
+        raw = raw.strip()
+        if raw.startswith("(") and raw.endswith(")"):
+            options[key.strip()] = raw[1:-1]
+        else:
+            options[key.strip()] = _parse_option_value(raw)
     return slug.strip(), tuple(sorted(options.items()))
 
 
+def _option_value_text(value: Any) -> str:
+    text = str(value)
+    return f"({text})" if isinstance(value, str) and ("," in text or "+" in text) else text
+
+
 def _options_text(options: tuple[tuple[str, Any], ...]) -> str:
-    return ",".join(f"{key}={value}" for key, value in options)
+    return ",".join(f"{key}={_option_value_text(value)}" for key, value in options)
 
 
 @dataclass(frozen=True)
@@ -133,7 +161,7 @@ class MethodRef:
 
     @classmethod
     def parse(cls, text: str) -> "MethodRef":
-        method, *modifiers = text.split("+")
+        method, *modifiers = _split_outside_parentheses(text, "+")
         slug, options = _parse_ref(method, "method")
         return cls(slug, options, tuple(ModifierRef(*_parse_ref(item, "modifier")) for item in modifiers))
 

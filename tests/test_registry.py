@@ -64,6 +64,20 @@ def test_method_options_parse_and_unknown_options_are_rejected(toy_methods):
         MethodRef.parse("toy-dense:units")
 
 
+def test_an_option_value_with_commas_or_a_plus_is_written_in_parentheses():
+    text = "qat-4bit:backbone=(resnet-cifar:depth=8,width=0.5),bits=2+kd:teacher=vgg-small:width=0.5"
+    ref = MethodRef.parse(text)
+    assert MethodRef.parse(text.replace("teacher=vgg-small:width=0.5", "teacher=(vgg-small:width=0.5)")) == ref
+    assert ref.options == (("backbone", "resnet-cifar:depth=8,width=0.5"), ("bits", 2))
+    assert ref.modifiers[0].options == (("teacher", "vgg-small:width=0.5"),)
+    assert str(ref) == text and MethodRef.parse(str(ref)) == ref
+    assert MethodRef.parse(ref.options[0][1]) == MethodRef("resnet-cifar", (("depth", 8), ("width", 0.5)))
+    # One option without commas reads as before, so the config hashes of existing runs do not move.
+    assert str(MethodRef.parse("qat-4bit:backbone=resnet-cifar:depth=8")) == "qat-4bit:backbone=resnet-cifar:depth=8"
+    with pytest.raises(ValueError, match="unbalanced"):
+        MethodRef.parse("qat-4bit:backbone=(resnet-cifar:depth=8")
+
+
 def test_builtin_entries_are_registered():
     assert {"digits", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100"} <= {e.spec.slug for e in TASKS}
     assert {"accuracy", "complexity"} <= {e.spec.slug for e in TRACKS}

@@ -1,0 +1,52 @@
+"""Drop-in layers evaluated across reference backbones (a private module: the registry skips it).
+
+A normalization, an activation or a replacement for a conv or dense layer is not an architecture of
+its own: EvoNorm's paper swaps its layers into several backbones and compares each with the original.
+:class:`DropInArchitecture` does that for one method: it builds the backbone named by its
+``backbone`` option (any registered architecture, with options in parentheses:
+``evonorm:backbone=(mobilenetv2:alpha=0.5)``) and rebuilds it with :func:`effbench.graph.rewrite`,
+where :meth:`DropInArchitecture.replace` decides each layer's replacement. The model then trains from
+scratch with the task's recipe, as every architecture does, so nothing is carried over from the
+backbone's untrained weights.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from effbench.graph import rewrite
+from effbench.method import ArchitectureMethod, MethodRef
+from effbench.tf import keras
+from suites.architectures._layers import model_name
+
+DEFAULT_BACKBONE = "resnet-cifar"
+
+
+def inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers whose outputs ``layer`` reads in the backbone it belongs to (its first call)."""
+    node = layer.inbound_nodes[0]
+    inbound = node.inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _fresh_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
+    """Nothing: the rewritten model starts from its own initial weights, not the backbone's."""
+
+
+class DropInArchitecture(ArchitectureMethod):
+    """A backbone (option ``backbone``) with some of its layers replaced by :meth:`replace`."""
+
+    default_options: ClassVar[dict[str, Any]] = {"backbone": DEFAULT_BACKBONE}
+
+    @abc.abstractmethod
+    def replace(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        """The layer to put in ``layer``'s place, named as it is, or None to keep it as it is.
+
+        ``inbound_layers(layer)`` gives the layers it reads, for rules that look at a pair (BN then ReLU).
+        """
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+        backbone = MethodRef.parse(self.options["backbone"]).create().build(input_shape, num_classes)
+        model = rewrite(backbone, self.replace, transfer=_fresh_weights)
+        return keras.Model(model.inputs, model.outputs, name=model_name(self.spec.slug, self.options))
