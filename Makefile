@@ -12,7 +12,7 @@ QUANTIZATION_TRACKS := accuracy complexity edge fidelity training_cost
 PRUNING_TRACKS := accuracy complexity edge training_cost
 comma := ,
 
-.PHONY: setup demo test lint bench baselines binarization quantization pruning clean-tree system-packages
+.PHONY: setup demo test lint bench baselines binarization quantization pruning figures clean-tree system-packages
 
 setup: $(VENV)/.installed
 
@@ -121,3 +121,14 @@ pruning: setup clean-tree
 	$(BIN)/effbench run --method rnn-sparsity rnn-sparsity:mode=random-graph --task mnist1d-seq \
 		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
 	$(BIN)/effbench table --suite pruning --out results/pruning --format markdown
+
+# The figures in docs/, drawn from the committed records (effbench plot, docs/command-line.md).
+figures: setup
+	$(BIN)/effbench plot docs/quantization-pareto-digits.png --out results/quantization --suite quantization \
+		--task digits --x size_bits --log-x --front
+	$(BIN)/effbench plot docs/quantization-qat-4bit-sweep.png --out results/quantization --method qat-4bit \
+		--task digits --x size_bits --series bits --log-x --front
+	$(BIN)/effbench plot docs/pruning-curves-digits.png --out results/pruning --suite pruning --task digits \
+		--x sparsity
+	$(BIN)/effbench plot docs/pruning-curves-mnist1d.png --out results/pruning --suite pruning --task mnist1d \
+		--x sparsity
