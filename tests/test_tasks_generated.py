@@ -21,6 +21,7 @@ from effbench.tasks import (
     seg_shapes,
     shapes32,
     sr_photos,
+    texture_patches,
 )
 from effbench.tasks._digits import digit_pools
 from effbench.tasks._generated import cached_arrays, fingerprint
@@ -36,6 +37,7 @@ GENERATORS = {
     "ctr-synth": lambda seed: dict(zip(("x", "y", "p"), ctr_synth.ctr_examples(ctr_synth.ClickModel(seed), 200, seed),
                                        strict=True)),
     "digit-sets": lambda seed: dict(zip("xy", digit_sets.digit_sets(*digit_pools()[:2], 50, seed), strict=True)),
+    "texture-patches": lambda seed: dict(zip("xy", texture_patches.texture_patches(seed, 0, 12), strict=True)),
     "digits-seq": lambda seed: dict(zip("xy", digits_seq.digit_sequences(*digit_pools()[:2], 50, seed), strict=True)),
 }
 
@@ -89,6 +91,37 @@ def test_shapes32_splits_hold_20000_training_and_5000_test_images():
     splits = load("shapes32")
     assert len(splits.x_train) + len(splits.x_val) == 20_000 and len(splits.x_test) == 5_000
     assert 0.0 <= splits.x_test.min() and splits.x_test.max() <= 1.0
+
+
+# ---------------------------------------------------------------------------------------- texture-patches
+
+
+def test_texture_patches_are_balanced_real_pixels_and_test_patches_come_from_held_out_rows():
+    task = TASKS.get("texture-patches")
+    assert task.spec.input_shape == (32, 32, 1) and task.spec.num_classes == 3 and "REAL" in task.spec.summary
+    images, labels = texture_patches.texture_patches(5, 1, 30)
+    assert images.dtype == np.uint8 and images.shape == (30, 32, 32, 1)
+    assert np.bincount(labels, minlength=3).tolist() == [10, 10, 10]
+    (train_rows, train_end), (test_rows, _) = texture_patches.SPLIT_ROWS
+    # The largest crop of a train patch ends before the first row a test patch may use.
+    assert train_rows == 0 and train_end <= test_rows
+
+
+def test_a_patch_is_a_crop_of_its_photograph_before_jitter():
+    photo = texture_patches.texture_photo("brick")
+    rng = np.random.default_rng(0)
+    patch = texture_patches.draw_patches(rng, photo, (0, 64), 1)[0, ..., 0]
+    # Replaying the generator's draws: side, top, left, turn, mirror, gain, shift.
+    rng = np.random.default_rng(0)
+    side = int(rng.integers(24, 49))
+    top, left = int(rng.integers(0, 64 - side + 1)), int(rng.integers(0, photo.shape[1] - side + 1))
+    crop = np.repeat(np.round(photo[top:top + side, left:left + side] * 255).astype(np.uint8)[..., None], 3, axis=2)
+    resized = _images.resize(crop, 32, 32, box=True)[..., 0].astype(np.float32) / 255
+    expected = np.rot90(resized, int(rng.integers(0, 4)))
+    expected = expected[:, ::-1] if rng.random() < 0.5 else expected
+    gain, shift = rng.uniform(0.6, 1.4), rng.uniform(-0.15, 0.15)
+    expected = np.clip((expected - expected.mean()) * gain + expected.mean() + shift, 0, 1)
+    np.testing.assert_array_equal(patch, np.round(expected * 255).astype(np.uint8))
 
 
 @pytest.mark.parametrize("shape", sorted({*shapes32.CLASSES, *seg_shapes.CLASSES[1:]}))

@@ -16,6 +16,7 @@ from effbench.tf import keras
 # Each new task, its default backbone, and the accuracy-track metrics its kind must report.
 NEW_TASKS = {
     "shapes32": {"top1", "loss", "ece"},
+    "texture-patches": {"top1", "loss", "ece"},
     "seg-shapes": {"miou", "pixel_accuracy", "loss"},
     "sr-photos-x2": {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"},
     "sr-photos-x3": {"psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"},
