@@ -111,14 +111,18 @@ quantization: setup clean-tree
 PRUNING_CURVE := $(foreach method,gmp random-erk lottery-jackpot layer-adaptive-dp,$(foreach s,0.5 0.75 0.9 0.95,$(method):sparsity=$(s)))
 PRUNING_STRUCTURED := polarization masksparsity oto-hesso pqi-sap class-dependent
 PRUNING_OTHERS := nm-srste nm-srste:m=4$(comma)n=1 random-search-sparse ftwt trp ap-activate emo-pms aptp-router bn-only
+# Breadth first: every method once (seed 0) before the second and third seeds, so a sweep cut short still
+# covers the whole roster; re-running resumes where it stopped.
 pruning: setup clean-tree
 	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_STRUCTURED) $(PRUNING_OTHERS) --task digits \
-		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
-	$(BIN)/effbench run --method $(addsuffix :backbone=mobilenetv2,$(PRUNING_STRUCTURED)) --task digits \
 		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning
 	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_OTHERS) factor-moe --task mnist1d \
 		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning
+	$(BIN)/effbench run --method $(addsuffix :backbone=mobilenetv2,$(PRUNING_STRUCTURED)) --task digits \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning
 	$(BIN)/effbench run --method rnn-sparsity rnn-sparsity:mode=random-graph --task mnist1d-seq \
+		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
+	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_STRUCTURED) $(PRUNING_OTHERS) --task digits \
 		--track $(PRUNING_TRACKS) --budget quick --seed 0 1 2 --out results/pruning
 	$(BIN)/effbench table --suite pruning --out results/pruning --format markdown
 
