@@ -133,6 +133,6 @@ figures: setup
 	$(BIN)/effbench plot docs/quantization-qat-4bit-sweep.png --out results/quantization --method qat-4bit \
 		--task digits --x size_bits --series bits --log-x --front
 	$(BIN)/effbench plot docs/pruning-curves-digits.png --out results/pruning --suite pruning --task digits \
-		--x sparsity
+		--x params_nonzero --log-x --front
 	$(BIN)/effbench plot docs/pruning-curves-mnist1d.png --out results/pruning --suite pruning --task mnist1d \
-		--x sparsity
+		--x params_nonzero --log-x --front
