@@ -59,12 +59,21 @@ clean-tree:
 		exit 1; \
 	fi
 
-# The committed baseline records: the reference backbones on both embedded tasks through every track.
+# The committed baseline records: the reference backbones on both embedded tasks through every track, and each
+# other offline task's default backbone (one quick-budget baseline per task).
 baselines: setup clean-tree
 	$(BIN)/effbench run --method $(BACKBONES) --task digits mnist1d --track $(BASELINE_TRACKS) \
 		--budget quick --seed 0 --out results/baselines
 	$(BIN)/effbench run --method mlp resnet-cifar --task digits mnist1d --track sensitivity \
 		--budget quick --seed 0 --out results/baselines
+	$(BIN)/effbench run --method mlp --task breast_cancer digit-sets digits-seq mnist1d-seq \
+		--track $(BASELINE_TRACKS) --budget quick --seed 0 --out results/baselines
+	$(BIN)/effbench run --method embedding-mlp --task ctr-synth listops-short listops-long \
+		--track $(BASELINE_TRACKS) --budget quick --seed 0 --out results/baselines
+	$(BIN)/effbench run --method fcn-small --task seg-shapes sr-photos-x2 sr-photos-x3 \
+		--track $(BASELINE_TRACKS) --budget quick --seed 0 --out results/baselines
+	$(BIN)/effbench run --method resnet-cifar --task texture-patches shapes32 \
+		--track $(BASELINE_TRACKS) --budget quick --seed 0 --out results/baselines
 
 # The methods of the binarization suite that binarize a task's CNN / MLP backbone (the other four binarize the
 # tiny transformer); the sweep runs them on BiBench's second CNN backbone too (closed: a protocol backbone).

@@ -1,5 +1,7 @@
 """The latency track on tiny models, with a small timing policy: metrics, inputs, tracing, devices."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,17 @@ def test_inputs_are_seeded_and_free_dimensions_are_refused():
     sequence = keras.Input((None, 3))
     with pytest.raises(ValueError, match="free dimensions"):
         latency.random_inputs(keras.Model(sequence, keras.layers.Dense(2)(sequence)), 1)
+
+
+def test_id_inputs_get_ids_inside_the_vocabulary():
+    ids = keras.Input((10,))
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(7, 3)(ids))))
+    drawn = latency.random_inputs(model, 256, vocabulary=7)[0]
+    assert drawn.dtype == np.float32 and set(np.unique(drawn)) == set(range(7))
+    # An id task's spec gives the vocabulary: a standard-normal draw would hold negative ids, which fail.
+    task = types.SimpleNamespace(spec=types.SimpleNamespace(vocabulary=7))
+    metrics = latency.LatencyTrack().measure(MeasureContext(model=model, task=task, budget="smoke"))
+    assert {m.name: m.value for m in metrics}["keras_cpu_b1_median_ms"] > 0
 
 
 def test_forward_is_traced_once_not_per_call():

@@ -20,7 +20,9 @@ which is how a Keras model runs unless its owner opts into XLA, and which runs e
 compilation fails on ops it has no kernel for, such as ``tf.py_function``).
 
 Inputs are standard-normal float32 arrays of each model input's shape (one per input), drawn with
-the constant seed ``INPUT_SEED``, so every method and run sees the same values.
+the constant seed ``INPUT_SEED``, so every method and run sees the same values. A task whose inputs are
+ids (``tokens``, ``categorical``) gets uniform ids in ``[0, vocabulary)`` instead: an embedding lookup of a
+negative or out-of-range id fails.
 
 Timing follows ``tracks._timing`` with ``POLICY`` (``SMOKE_POLICY`` at the smoke budget): warm-up calls, then
 repeats until enough calls and seconds. Metrics per device and batch, named ``keras_<device>_b<batch>_`` +
@@ -71,8 +73,9 @@ class Device:
     label: str
 
 
-def random_inputs(model: keras.Model, batch: int, seed: int = INPUT_SEED) -> list[np.ndarray]:
-    """One seeded standard-normal float32 array per model input, with ``batch`` rows."""
+def random_inputs(model: keras.Model, batch: int, seed: int = INPUT_SEED, vocabulary: int = 0) -> list[np.ndarray]:
+    """One seeded float32 array per model input, with ``batch`` rows: standard-normal values, or with a
+    ``vocabulary``, integer ids drawn uniformly from ``[0, vocabulary)``."""
     rng = np.random.default_rng(seed)
     arrays = []
     for model_input in model.inputs:
@@ -82,7 +85,8 @@ def random_inputs(model: keras.Model, batch: int, seed: int = INPUT_SEED) -> lis
                 f"model input '{model_input.name}' has free dimensions {shape}: rebuild the model on a fixed "
                 "input shape (effbench measure --input-shape)"
             )
-        arrays.append(rng.standard_normal((batch, *shape)).astype(np.float32))
+        values = rng.integers(0, vocabulary, (batch, *shape)) if vocabulary else rng.standard_normal((batch, *shape))
+        arrays.append(values.astype(np.float32))
     return arrays
 
 
@@ -157,14 +161,14 @@ def timed_metrics(
     return metrics
 
 
-def device_metrics(model: keras.Model, device: Device, policy: TimingPolicy) -> list[Metric]:
+def device_metrics(model: keras.Model, device: Device, policy: TimingPolicy, vocabulary: int = 0) -> list[Metric]:
     def make_call(batch: int) -> Callable[[], object]:
-        return device_call(compiled_forward(model), device.name, random_inputs(model, batch))
+        return device_call(compiled_forward(model), device.name, random_inputs(model, batch, vocabulary=vocabulary))
 
     return [label_metric(device.prefix, device.label), *timed_metrics(device.prefix, make_call, policy)]
 
 
-def tpu_metrics(model: keras.Model, policy: TimingPolicy) -> list[Metric]:
+def tpu_metrics(model: keras.Model, policy: TimingPolicy, vocabulary: int = 0) -> list[Metric]:
     """Untested (no TPU where this was written): see the module docstring for what it assumes."""
     strategy = tf.distribute.TPUStrategy(tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local"))
     with strategy.scope():
@@ -175,7 +179,8 @@ def tpu_metrics(model: keras.Model, policy: TimingPolicy) -> list[Metric]:
         step = tf.function(lambda inputs: strategy.run(forward, args=(inputs,)))
 
         def make_call(batch: int) -> Callable[[], object]:
-            inputs = as_model_batch([tf.constant(array) for array in random_inputs(model, batch)])
+            arrays = random_inputs(model, batch, vocabulary=vocabulary)
+            inputs = as_model_batch([tf.constant(array) for array in arrays])
             # Each output comes back as one value per core; fetch them all so the call blocks.
             return lambda: tf.nest.map_structure(
                 lambda per_core: fetch(strategy.experimental_local_results(per_core)), step(inputs)
@@ -194,9 +199,10 @@ def tpu_metrics(model: keras.Model, policy: TimingPolicy) -> list[Metric]:
 class LatencyTrack(Track):
     def measure(self, context: MeasureContext) -> list[Metric]:
         policy = policy_for(context.budget, POLICY)
+        vocabulary = context.task.spec.vocabulary if context.task is not None else 0
         metrics = []
         for device in local_devices():
-            metrics += device_metrics(context.model, device, policy)
+            metrics += device_metrics(context.model, device, policy, vocabulary)
         if tpu_attached():
-            metrics += tpu_metrics(context.model, policy)
+            metrics += tpu_metrics(context.model, policy, vocabulary)
         return metrics

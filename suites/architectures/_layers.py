@@ -11,12 +11,15 @@ strided; on the inputs a paper was designed for, nothing is skipped except where
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from effbench.tf import keras, tf
 
+# What a TensorFlow root scope name may not contain (its pattern is [A-Za-z0-9_.\\/>-]).
+SCOPE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 MIN_SPATIAL = 2
 # PyTorch's BN momentum 0.1, which the papers' code uses (Keras 0.9). Keras's default 0.99 keeps ~1% of
 # the initial moving variance (1.0) after the few hundred steps of a small-data run, which swamps
@@ -98,9 +101,13 @@ def conv_bn_act(
 
 
 def model_name(slug: str, options: Mapping[str, Any]) -> str:
-    """``slug`` followed by every option, e.g. ``resnet-cifar-depth20-shortcutB-width1``."""
+    """``slug`` followed by every option, e.g. ``resnet-cifar-depth20-shortcutB-width1``.
+
+    Characters a TensorFlow root scope name refuses (a nested method reference's ``: , = ( )``) become
+    ``_``: ``selu-snn-backbonemobilenetv2_alpha_0.35``.
+    """
     parts = [slug] + [f"{key}{_format(value)}" for key, value in sorted(options.items())]
-    return "-".join(parts)
+    return SCOPE_UNSAFE.sub("_", "-".join(parts))
 
 
 def _format(value: Any) -> str:
