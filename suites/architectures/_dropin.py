@@ -30,6 +30,11 @@ def inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
 
+def outbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers that read ``layer``'s output in the backbone it belongs to."""
+    return [node.outbound_layer for node in layer.outbound_nodes]
+
+
 def _fresh_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
     """Nothing: the rewritten model starts from its own initial weights, not the backbone's."""
 
@@ -43,7 +48,8 @@ class DropInArchitecture(ArchitectureMethod):
     def replace(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
         """The layer to put in ``layer``'s place, named as it is, or None to keep it as it is.
 
-        ``inbound_layers(layer)`` gives the layers it reads, for rules that look at a pair (BN then ReLU).
+        ``inbound_layers(layer)`` and ``outbound_layers(layer)`` give the layers it reads and the layers that read
+        it, for rules that look at a pair (BN then ReLU).
         """
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
