@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from effbench.cli import build_parser, main, record_lines
+from effbench.registry import METHODS
 from effbench.tf import keras
 from effbench.track import Metric
 from tests.test_records import make_record
@@ -81,10 +82,10 @@ def test_list_shows_one_row_per_entry_slug_first(capsys):
     assert main(["list", "methods", "--suite", "architectures"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[0] == "slug"
-    assert [line.split()[0] for line in lines[1:]] == [
-        "embedding-mlp", "fcn-small", "lstm", "mlp", "mobilenetv2", "resnet-cifar", "simplenet", "tiny-transformer",
-        "vgg-small",
-    ]
+    listed = [line.split()[0] for line in lines[1:]]
+    assert listed == sorted(entry.spec.slug for entry in METHODS.select(suite="architectures"))
+    assert {"embedding-mlp", "fcn-small", "lstm", "mlp", "mobilenetv2", "resnet-cifar", "simplenet",
+            "tiny-transformer", "vgg-small", "evonorm", "selu-snn"} <= set(listed)  # fmt: skip
     assert main(["list", "tasks", "cifar*"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["cifar10", "cifar100"]
     assert main(["list", "tracks"]) == 0
