@@ -44,8 +44,12 @@ system-packages:
 		echo "make test: missing$$missing (apt-get install$$missing); their tests are skipped" >&2; \
 	fi
 
+# One test process per core (TEST_WORKERS=1 runs them in this process); tests that run submitted code in the
+# sandbox share one worker (their xdist_group), so two sandboxes never compete for the same user's limits.
+TEST_WORKERS ?= auto
+
 test: lint system-packages
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Committed records name the commit that made them (git_commit): with uncommitted changes outside the result
 # folders, no commit holds the code, so the targets that remake committed records refuse to run. ALLOW_DIRTY=1

@@ -18,6 +18,8 @@ from effbench.submission import open_submission
 from effbench.tf import tf
 from effbench.track import Metric
 
+# Submitted code runs in sandboxes that share one user's process limit: `make test` keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("sandbox")
 EXAMPLE = Path(__file__).resolve().parents[1] / "submissions" / "tanh-sign-binarizer"
 TOY_SLUG = "toy-submitted-sign"
 METHOD_PY = f'''

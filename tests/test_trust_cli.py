@@ -16,6 +16,8 @@ import yaml
 from effbench.cli import main
 from tests.test_submission import VALID
 
+# Submitted code runs in sandboxes that share one user's process limit: `make test` keeps them on one worker.
+pytestmark = pytest.mark.xdist_group("sandbox")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -27,7 +27,11 @@ YAML = {
     "division": "closed", "tasks": ["digits"], "seeds": [0], "tracks": ["accuracy"], "budget": "smoke",
 }  # fmt: skip
 
-pytestmark = pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bubblewrap (apt-get install bubblewrap)")
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bubblewrap (apt-get install bubblewrap)"),
+    # Sandboxes run as one user whose process limit they share: `make test` keeps them on one worker.
+    pytest.mark.xdist_group("sandbox"),
+]
 
 
 def hostile_folder(tmp_path: Path, name: str, **changes) -> Path:
