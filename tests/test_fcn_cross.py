@@ -64,6 +64,14 @@ def test_ctr_model_outputs_the_two_logits_the_task_trains_on():
     assert model.layers[-1].name == "logits" and model.get_layer("embedding").input_dim == VOCABULARY
 
 
+def test_x0_holds_the_first_half_of_every_fields_embedding_then_the_second_halves():
+    model, x = ctr_model(), ids(2)
+    x0 = keras.Model(model.inputs, model.get_layer("ecn0_kernel").input)(x).numpy()
+    table = model.get_layer("embedding").embeddings.numpy()
+    embedded = table[x.astype(int)]  # (batch, fields, dim)
+    np.testing.assert_array_equal(x0, np.concatenate([embedded[..., :8], embedded[..., 8:]], axis=1).reshape(2, -1))
+
+
 def test_parameter_count_is_embeddings_plus_half_width_cross_layers_plus_the_fused_head():
     dim, layers, classes = 16, 4 + 4, 2
     width = FIELDS * dim

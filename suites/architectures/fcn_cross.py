@@ -8,7 +8,7 @@ field's embedding, then the second halves (real-valued inputs, without a vocabul
 input). Two explicit cross networks read :math:`x_0`; for layer l of either, with :math:`\odot` elementwise::
 
     Self-Mask   h   = W_l x_l                 W_l: (d, d/2), no bias              "ecn{l}_kernel", "lcn{l}_kernel"
-                m   = ReLU(LayerNorm(h))      the mask: drops what is below h's mean   "..._mask_norm"
+                m   = ReLU(LayerNorm(h))      the mask: 0 where the normalised h is < 0  "..._mask_norm"
                 c_l = [h, h * m]              (d,): half the parameters of a d x d W
     ECN         x_{l+1} = x_l * (c_l + b_l) + x_l     interactions of x_0 of order up to 2^l after l layers
     LCN         x_{l+1} = x_0 * (c_l + b_l) + x_l     order up to l + 1 after l layers
@@ -35,12 +35,12 @@ validating and predicting as the FCN); its history logs ``loss`` (L, what ``val_
 prediction) and ``tri_bce`` (the objective). A training modifier (``+kd``) wraps the trainer, and its own loss
 then replaces Tri-BCE.
 
-Paper: Li, Zhang, Zhang, Liu, Chen, Lin, Liu & Chen, "FCN: Fusing Exponential and Linear Cross Network for
-Click-Through Rate Prediction", 2024, https://arxiv.org/abs/2407.13349 (first posted as "DCNv3"). Details beyond
+Paper: Honghao Li et al., "FCN: Fusing Exponential and Linear Cross Network for Click-Through Rate Prediction",
+2024, https://arxiv.org/abs/2407.13349 (first posted as "DCNv3"). Details beyond
 the abstract follow the official code, FuxiCTR's ``model_zoo/DCNv3/src/DCNv3.py`` (reczoo/FuxiCTR): W_l of width
 d/2 without bias, the mask from LayerNorm then ReLU of h, b_l initialised U(0, 1), 4 layers per network, dropout
-0.1 (ECN) and 0.3 (LCN), no batch norm, one head (its defaults), Xavier-normal kernels, embeddings N(0, 10^-4)
-(FuxiCTR's default), the Tri-BCE weights as above.
+0.1 (ECN) and 0.3 (LCN), no batch norm, one head (its defaults), Xavier-normal kernels, embeddings normal with
+standard deviation 10^-4 (FuxiCTR's ``FeatureEmbedding`` default), the Tri-BCE weights as above.
 
 Scaled down (small-faithful): ``ctr-synth``'s 10 synthetic fields and ``dim`` 16 instead of the paper's public
 CTR datasets. Deviations: (1) the two heads share their bias beta (the fused logits are what they are; only the

@@ -6,7 +6,7 @@ element's features (``digit-sets``: n = 3 digits of 64 pixels). With :math:`H` =
 
     e_i = phi(x_i)                        phi: `phi_layers` x (Dense(H), ReLU), the same weights for every element
     a (+) b = 1/2 (GRU(a; b) + GRU(b; a)) commutative by construction: both argument orders, averaged
-    GRU(x; h) = (1 - z) * m + z * h       the GRU cell with input x and state h (PyTorch's gate order):
+    GRU(x; h) = (1 - z) * m + z * h       PyTorch's GRU cell, input x and state h (r applied after U_m h):
         r = sigmoid(W_r x + b_r + U_r h + c_r)         "monoid_input_reset",     "monoid_hidden_reset"
         z = sigmoid(W_z x + b_z + U_z h + c_z)         "monoid_input_update",    "monoid_hidden_update"
         m = tanh(W_m x + b_m + r * (U_m h + c_m))      "monoid_input_candidate", "monoid_hidden_candidate"
@@ -48,6 +48,7 @@ message-passing GNN layer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from effbench.method import ArchitectureMethod
 from effbench.registry import Paper, Taxonomy, register_method
@@ -78,7 +79,7 @@ def monoid_tree(elements: tf.Tensor, combine: Combine) -> tf.Tensor:
     width = x.shape[-1]
     while x.shape[1] > 1:
         count = x.shape[1]
-        paired = L.Cropping1D((0, count % 2))(x) if count % 2 else x
+        paired = L.Cropping1D((0, 1))(x) if count % 2 else x
         pairs = L.Reshape((count // 2, 2, width))(paired)
         merged = combine(_member(pairs, 0), _member(pairs, 1))
         x = L.Concatenate(axis=1)([merged, L.Cropping1D((count - 1, 0))(x)]) if count % 2 else merged
@@ -135,7 +136,7 @@ class LearnableCommutativeMonoid(ArchitectureMethod):
 
     default_options = {"units": 64, "phi_layers": 2, "rho_layers": 1, "aggregator": "lcm"}
 
-    def __init__(self, **options: object):
+    def __init__(self, **options: Any):
         super().__init__(**options)
         if self.options["aggregator"] not in AGGREGATORS:
             known = ", ".join(AGGREGATORS)
