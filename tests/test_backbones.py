@@ -140,8 +140,12 @@ def test_width_multiplier_scales_channels():
     assert convs == [64, 64, 128, 128, 256, 256]
 
 
-# The conv backbones; the MLPs and the tiny transformer (patch tokens, tested on their own) have no windows.
-@pytest.mark.parametrize("slug", sorted(set(SLUGS) - {"mlp", "embedding-mlp", "tiny-transformer", "lstm"}))
+# The conv backbones; the MLPs, the tiny transformer (patch tokens, tested on their own), the LSTM, the set
+# classifier and the cross networks have no windows.
+NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "lstm", "lcm", "fcn-cross"}
+
+
+@pytest.mark.parametrize("slug", sorted(set(SLUGS) - NOT_CONV))
 def test_vector_inputs_use_column_kernels_and_strides(slug):
     model = build(slug, (40,), 10)
     windowed = [layer for layer in model.layers if hasattr(layer, "strides")]

@@ -11,8 +11,9 @@ strided; on the inputs a paper was designed for, nothing is skipped except where
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,7 @@ class Geometry:
 
     def stride(self, step: int, x: tf.Tensor) -> tuple[int, int]:
         """``step`` along each spatial axis of ``x`` that keeps ``MIN_SPATIAL`` positions, else 1."""
-        height, width = x.shape[1], x.shape[2]
-        return tuple(step if size // step >= MIN_SPATIAL else 1 for size in (height, width))
+        return axis_strides(step, (x.shape[1], x.shape[2]))
 
     def max_pool(self, x: tf.Tensor) -> tf.Tensor:
         """A 2x2 max pool with stride 2, along the axes that can take it (all others: 1)."""
@@ -69,6 +69,18 @@ class Geometry:
         if pool == (1, 1):
             return x
         return keras.layers.MaxPooling2D(pool_size=pool, strides=pool)(x)
+
+
+def axis_strides(step: int, sizes: Sequence[int]) -> tuple[int, ...]:
+    """``step`` along each axis of ``sizes`` that keeps ``MIN_SPATIAL`` positions after it, else 1."""
+    return tuple(step if size // step >= MIN_SPATIAL else 1 for size in sizes)
+
+
+def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(items, features per item) of an input: its first axis lists the items (time steps, set elements),
+    the rest is one item's features, flattened."""
+    items, *rest = input_shape
+    return items, math.prod(rest)
 
 
 def scaled(channels: int, width: float) -> int:

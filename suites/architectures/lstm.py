@@ -30,24 +30,16 @@ unrolled form suits the short sequences of the embedded tasks (8 to 40 steps), n
 
 from __future__ import annotations
 
-import math
-
 from effbench.method import ArchitectureMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from suites.architectures._layers import logits_model, model_name
+from suites.architectures._layers import logits_model, model_name, sequence_shape
 
 L = keras.layers
 # The names of the two kernels: rnn-sparsity prunes these.
 INPUT_KERNEL = "lstm_input"
 RECURRENT_KERNEL = "lstm_recurrent"
 GATES = 4
-
-
-def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(time steps, features per step) of an input: its first axis is time, the rest one step's features."""
-    steps, *rest = input_shape
-    return steps, math.prod(rest)
 
 
 def forget_bias(units: int) -> list[float]:
@@ -58,6 +50,29 @@ def forget_bias(units: int) -> list[float]:
 def _gate(gates: tf.Tensor, index: int, activation: str) -> tf.Tensor:
     """Gate ``index`` of the (1, 4, H) pre-activations, as a (1, H) tensor through ``activation``."""
     return L.Activation(activation)(L.Cropping1D((index, GATES - 1 - index))(gates))
+
+
+def unrolled_lstm(sequence: tf.Tensor, units: int) -> tf.Tensor:
+    """The last hidden state h_T, (batch, ``units``), of the LSTM above over a (batch, T, F) ``sequence``.
+
+    Its kernels are the Dense layers ``INPUT_KERNEL`` (W and b, applied to all T steps at once) and
+    ``RECURRENT_KERNEL`` (U, one shared layer called T - 1 times); every other layer is weightless.
+    """
+    steps = sequence.shape[1]
+    projected = L.Dense(
+        GATES * units, bias_initializer=keras.initializers.Constant(forget_bias(units)), name=INPUT_KERNEL
+    )(sequence)
+    recurrent = L.Dense(GATES * units, use_bias=False, kernel_initializer="orthogonal", name=RECURRENT_KERNEL)
+    hidden = cell = None
+    for step in range(steps):
+        z = L.Cropping1D((step, steps - 1 - step))(projected)
+        if hidden is not None:
+            z = L.Add()([z, recurrent(hidden)])
+        gates = L.Reshape((GATES, units))(z)
+        update = L.Multiply()([_gate(gates, 0, "sigmoid"), _gate(gates, 2, "tanh")])
+        cell = update if cell is None else L.Add()([L.Multiply()([_gate(gates, 1, "sigmoid"), cell]), update])
+        hidden = L.Multiply()([_gate(gates, 3, "sigmoid"), L.Activation("tanh")(cell)])
+    return L.Flatten()(hidden)
 
 
 @register_method(
@@ -75,20 +90,7 @@ class LSTMClassifier(ArchitectureMethod):
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
         steps, features = sequence_shape(tuple(input_shape))
-        units = self.options["units"]
         inputs = keras.Input(shape=input_shape)
         x = inputs if tuple(input_shape) == (steps, features) else L.Reshape((steps, features))(inputs)
-        projected = L.Dense(
-            GATES * units, bias_initializer=keras.initializers.Constant(forget_bias(units)), name=INPUT_KERNEL
-        )(x)
-        recurrent = L.Dense(GATES * units, use_bias=False, kernel_initializer="orthogonal", name=RECURRENT_KERNEL)
-        hidden = cell = None
-        for step in range(steps):
-            z = L.Cropping1D((step, steps - 1 - step))(projected)
-            if hidden is not None:
-                z = L.Add()([z, recurrent(hidden)])
-            gates = L.Reshape((GATES, units))(z)
-            update = L.Multiply()([_gate(gates, 0, "sigmoid"), _gate(gates, 2, "tanh")])
-            cell = update if cell is None else L.Add()([L.Multiply()([_gate(gates, 1, "sigmoid"), cell]), update])
-            hidden = L.Multiply()([_gate(gates, 3, "sigmoid"), L.Activation("tanh")(cell)])
-        return logits_model(inputs, L.Flatten()(hidden), num_classes, model_name(self.spec.slug, self.options))
+        hidden = unrolled_lstm(x, self.options["units"])
+        return logits_model(inputs, hidden, num_classes, model_name(self.spec.slug, self.options))
