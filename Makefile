@@ -10,9 +10,10 @@ BASELINE_TRACKS := accuracy complexity latency edge robustness training_cost
 BINARIZATION_TRACKS := accuracy complexity edge-lce training_cost
 QUANTIZATION_TRACKS := accuracy complexity edge fidelity training_cost
 PRUNING_TRACKS := accuracy complexity edge training_cost
+ARCHITECTURE_TRACKS := accuracy complexity latency edge training_cost
 comma := ,
 
-.PHONY: setup demo test lint bench baselines binarization quantization pruning figures clean-tree system-packages
+.PHONY: setup demo test lint bench baselines binarization quantization pruning architectures figures clean-tree system-packages
 
 setup: $(VENV)/.installed
 
@@ -126,6 +127,15 @@ PRUNING_STRUCTURED := polarization masksparsity oto-hesso pqi-sap class-dependen
 PRUNING_OTHERS := nm-srste nm-srste:m=4$(comma)n=1 random-search-sparse ftwt trp ap-activate emo-pms aptp-router bn-only
 # Breadth first: every method once (seed 0) before the second and third seeds, so a sweep cut short still
 # covers the whole roster; re-running resumes where it stopped.
+# Each architecture on the task it was made for, at matched cost: the runs are suites/architectures/protocol.py's
+# SIZED_RUNS, one line per task.
+architectures: setup clean-tree
+	$(BIN)/python -m suites.architectures.protocol | while read -r task methods; do \
+		$(BIN)/effbench run --method $$methods --task $$task --track $(ARCHITECTURE_TRACKS) \
+			--budget quick --seed 0 1 2 --out results/architectures || exit 1; \
+	done
+	$(BIN)/effbench table --suite architectures --out results/architectures --format markdown
+
 pruning: setup clean-tree
 	$(BIN)/effbench run --method $(PRUNING_CURVE) $(PRUNING_STRUCTURED) $(PRUNING_OTHERS) --task digits \
 		--track $(PRUNING_TRACKS) --budget quick --seed 0 --out results/pruning

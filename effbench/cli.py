@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # one of its commands runs; until then the index (effbench/index.py) knows their names and help.
 COMMAND_MODULES: tuple[str, ...] = (
     "effbench.submission", "effbench.reproduce", "leaderboard.command", "effbench.merge", "effbench.paper_results",
+    "effbench.matching",
 )
 # Lets TensorFlow and the converters log (effbench.console); accepted anywhere on the command line.
 VERBOSE_FLAG = "--verbose"

@@ -255,7 +255,15 @@ class ArchitectureMethod(Method):
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
         """A functional Keras model from ``input_shape`` to ``num_classes`` logits."""
 
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        """The model this architecture trains on the task ``spec``: :meth:`build` of its input shape and classes.
+
+        Architectures whose model depends on more of the task (its kind's head, an id vocabulary) override it;
+        :meth:`run` trains what it returns, and size matching (:mod:`effbench.matching`) counts it.
+        """
+        return self.build(spec.input_shape, spec.num_classes)
+
     def run(self, context: TrainContext) -> Artifact:
-        model = self.build(context.task.spec.input_shape, context.task.spec.num_classes)
+        model = self.build_for(context.task.spec)
         history, seconds = fit(model, context)
         return Artifact(model=model, history=history, train_seconds=seconds)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from effbench.graph import rewrite
 from effbench.method import ArchitectureMethod, MethodRef
+from effbench.registry import TaskSpec
 from effbench.tf import keras
 from suites.architectures._layers import model_name
 
@@ -53,6 +54,15 @@ class DropInArchitecture(ArchitectureMethod):
         """
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-        backbone = MethodRef.parse(self.options["backbone"]).create().build(input_shape, num_classes)
+        return self.rebuilt(self.backbone().build(input_shape, num_classes))
+
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        """The backbone's own model for ``spec`` (a segmentation head, an embedding), rebuilt."""
+        return self.rebuilt(self.backbone().build_for(spec))
+
+    def backbone(self) -> ArchitectureMethod:
+        return MethodRef.parse(self.options["backbone"]).create()
+
+    def rebuilt(self, backbone: keras.Model) -> keras.Model:
         model = rewrite(backbone, self.replace, transfer=_fresh_weights)
         return keras.Model(model.inputs, model.outputs, name=model_name(self.spec.slug, self.options))

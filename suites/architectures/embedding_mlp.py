@@ -15,10 +15,9 @@ one shared table, no dropout.
 
 from __future__ import annotations
 
-from effbench.method import ArchitectureMethod, Artifact
-from effbench.registry import Paper, Taxonomy, register_method
+from effbench.method import ArchitectureMethod
+from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.tf import keras
-from effbench.training import TrainContext, fit
 from suites.architectures._layers import logits_model, model_name
 
 
@@ -33,12 +32,8 @@ from suites.architectures._layers import logits_model, model_name
 class EmbeddingMLP(ArchitectureMethod):
     default_options = {"dim": 16, "units": 256, "layers": 2, "vocabulary": 0}
 
-    def run(self, context: TrainContext) -> Artifact:
-        spec = context.task.spec
-        vocabulary = self.options["vocabulary"] or spec.vocabulary
-        model = self.build_with(spec.input_shape, spec.num_classes, vocabulary)
-        history, seconds = fit(model, context)
-        return Artifact(model=model, history=history, train_seconds=seconds)
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        return self.build_with(spec.input_shape, spec.num_classes, self.options["vocabulary"] or spec.vocabulary)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
         return self.build_with(input_shape, num_classes, self.options["vocabulary"])

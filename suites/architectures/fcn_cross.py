@@ -55,7 +55,7 @@ import math
 from typing import Any, Literal
 
 from effbench.method import ArchitectureMethod, Artifact
-from effbench.registry import Paper, Taxonomy, register_method
+from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.tf import keras, tf
 from effbench.training import TrainContext, fit
 from suites.architectures._layers import model_name
@@ -184,9 +184,11 @@ class FcnCross(ArchitectureMethod):
         "dim": 16, "ecn_layers": 4, "lcn_layers": 4, "ecn_dropout": 0.1, "lcn_dropout": 0.3, "vocabulary": 0,
     }  # fmt: skip
 
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        return self.build_with(spec.input_shape, spec.num_classes, self.options["vocabulary"] or spec.vocabulary)
+
     def run(self, context: TrainContext) -> Artifact:
-        spec = context.task.spec
-        model = self.build_with(spec.input_shape, spec.num_classes, self.options["vocabulary"] or spec.vocabulary)
+        model = self.build_for(context.task.spec)
         history, seconds = fit(TriBCETrainer(model), context)
         return Artifact(model=model, history=history, train_seconds=seconds)
 

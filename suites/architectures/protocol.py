@@ -10,6 +10,8 @@ LiteRT latency), accuracy under corruptions, and the training time.
 This module imports no TensorFlow: the leaderboard reads it.
 """
 
+from dataclasses import dataclass
+
 from effbench.protocol import SuiteProtocol
 
 PROTOCOL = SuiteProtocol(
@@ -32,3 +34,58 @@ PROTOCOL = SuiteProtocol(
     summary_outcomes=("int8",),
     summary_sort="top1",
 )
+
+
+@dataclass(frozen=True)
+class SizedRun:
+    """One architecture run of ``make architectures``: ``method`` on ``task``.
+
+    With a ``reference``, ``method`` is sized (its size knob is in its options) so that its ``measure`` on the
+    task is within 10% of the reference backbone's (:func:`effbench.matching.match_size` found the value;
+    tests/test_architectures_protocol.py checks it still holds). Without one, ``method`` is the reference the
+    task's other runs are sized to.
+    """
+
+    task: str
+    method: str
+    reference: str = ""
+    measure: str = "macs"
+
+
+# Each architecture on the task it was made for, at matched cost; drop-in layers on the backbones they
+# replace layers of, which fixes their size. Sized both ways where an architecture's own default is far from
+# the reference: the architecture shrunk to the reference's cost, and the reference grown to the architecture's.
+SIZED_RUNS: tuple[SizedRun, ...] = (
+    SizedRun("digit-sets", "mlp"),
+    SizedRun("digit-sets", "lcm:units=61", "mlp"),
+    SizedRun("digit-sets", "lcm:aggregator=sum,units=148", "mlp"),
+    SizedRun("ctr-synth", "embedding-mlp"),
+    SizedRun("ctr-synth", "fcn-cross", "embedding-mlp"),
+    SizedRun("digits-seq", "mlp"),
+    SizedRun("digits-seq", "lrcn:width=2", "mlp"),
+    SizedRun("digits-seq", "lstm:units=71", "mlp"),
+    SizedRun("digits-seq", "lrcn"),
+    SizedRun("digits-seq", "mlp:units=670", "lrcn"),
+    SizedRun("digits-seq", "lstm:units=190", "lrcn"),
+    SizedRun("digits", "resnet-cifar"),
+    SizedRun("digits", "evonorm", "resnet-cifar"),
+    SizedRun("digits", "evonorm:variant=s0", "resnet-cifar"),
+    SizedRun("digits", "selu-snn", "resnet-cifar"),
+    SizedRun("digits", "mobilenetv2:alpha=0.35"),
+    SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+)
+
+
+def runs_by_task() -> dict[str, list[str]]:
+    """Task -> the methods ``make architectures`` runs on it, in :data:`SIZED_RUNS` order."""
+    plan: dict[str, list[str]] = {}
+    for run in SIZED_RUNS:
+        plan.setdefault(run.task, []).append(run.method)
+    return plan
+
+
+if __name__ == "__main__":
+    # `make architectures` reads one line per task: the task, then its methods (no spaces or glob characters).
+    for task, methods in runs_by_task().items():
+        print(task, *methods)
