@@ -56,8 +56,7 @@ from suites.architectures._layers import Geometry, logits_model, model_name
     suite="architectures",
     kind="architecture",
     paper=Paper(
-        "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural "
-        "Network",
+        "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network",
         2016,
         "https://arxiv.org/abs/1609.05158",
     ),
