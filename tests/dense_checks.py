@@ -11,8 +11,7 @@ from effbench.method import Artifact, Method
 from effbench.recipe import Recipe
 from effbench.registry import TaskSpec
 from effbench.tasks.base import Splits
-from effbench.tf import keras
-from effbench.tflite import Calibration, convert
+from effbench.tf import keras, tf
 from effbench.training import TrainContext
 
 
@@ -46,16 +45,63 @@ def super_resolution_data(count: int, side: int, scale: int, seed: int = 0) -> t
 
 
 def train(method: Method, spec: TaskSpec, x: np.ndarray, y: np.ndarray, epochs: int = 4) -> Artifact:
-    """``method.run`` on (x, y) for ``epochs`` epochs of batches of 8 (validated on the same data)."""
-    recipe = Recipe(epochs=epochs, batch_size=8, schedule="constant")
+    """``method.run`` on (x, y) for ``epochs`` epochs of batches of 8 at learning rate 0.01 (validated on the same
+    data), from weights drawn with seed 0."""
+    keras.utils.set_random_seed(0)
+    recipe = Recipe(learning_rate=0.01, epochs=epochs, batch_size=8, schedule="constant")
     context = TrainContext(SimpleNamespace(spec=spec), Splits(x, y, x, y, x, y), recipe, 0, "smoke")
     return method.run(context)
 
 
-def converted_ops(model: keras.Model, variant: str = "float32") -> tuple[bytes, list[str]]:
-    """The flatbuffer of ``model`` converted as the edge track does, and its operators in graph order."""
+def eager_training_losses(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int) -> list[float]:
+    """The per-pixel cross-entropy of each of ``steps`` Adam steps (learning rate 0.01) on the batch (x, y),
+    run eagerly: for a deep model, tracing a training function costs more than a few steps."""
+    keras.utils.set_random_seed(0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, run_eagerly=True)
+    return [float(model.train_on_batch(x, y)) for _ in range(steps)]
+
+
+def float_ops(content: bytes) -> list[str]:
+    """The operators of a flatbuffer that read or write a float32 tensor, except the quantization of the model's
+    input and the dequantization of its output: for a full-int8 model, the float fallbacks."""
     from ai_edge_litert.interpreter import Interpreter
 
-    samples = np.random.default_rng(0).random((8, *model.input_shape[1:])).astype(np.float32)
-    content = convert(model, variant, Calibration(samples, "uniform noise"))
+    interpreter = Interpreter(model_content=content)
+    dtypes = {tensor["index"]: tensor["dtype"] for tensor in interpreter.get_tensor_details()}
+    model_input = interpreter.get_input_details()[0]["index"]
+    model_output = interpreter.get_output_details()[0]["index"]
+    fallbacks = []
+    for op in interpreter._get_ops_details():
+        inputs, outputs = [i for i in op["inputs"] if i >= 0], list(op["outputs"])
+        if op["op_name"] == "QUANTIZE" and inputs == [model_input]:
+            continue
+        if op["op_name"] == "DEQUANTIZE" and outputs == [model_output]:
+            continue
+        if any(dtypes[index] == np.float32 for index in (*inputs, *outputs)):
+            fallbacks.append(op["op_name"])
+    return fallbacks
+
+
+def converted_ops(model: keras.Model, variant: str = "float32") -> tuple[bytes, list[str]]:
+    """``model`` converted to a float32 or full-int8 flatbuffer with the edge track's settings, and its operators.
+
+    Converted from the model's inference function (batch axis free, as in the track's export): the track
+    exports a SavedModel first, which traces every layer's own functions and takes seconds per dozen
+    layers, and lowers to the same operators.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    if variant == "int8":
+        samples = np.random.default_rng(0).random((8, 1, *model.input_shape[1:])).astype(np.float32)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.float32
+    elif variant != "float32":
+        raise ValueError(f"variant {variant!r}: float32 or int8")
+    content = converter.convert()
     return content, [op["op_name"] for op in Interpreter(model_content=content)._get_ops_details()]

@@ -10,7 +10,14 @@ from effbench.method import MethodRef
 from effbench.registry import TASKS
 from effbench.tf import keras
 from suites.architectures._dense import DepthToSpace
-from tests.dense_checks import converted_ops, segmentation_spec, super_resolution_data, super_resolution_spec, train
+from tests.dense_checks import (
+    converted_ops,
+    float_ops,
+    segmentation_spec,
+    super_resolution_data,
+    super_resolution_spec,
+    train,
+)
 from tracks.complexity import count_complexity
 
 
@@ -61,11 +68,12 @@ def test_converts_to_tflite_builtins_with_depth_to_space_in_float_and_in_int8():
     x = np.random.default_rng(1).random((4, 8, 8, 3)).astype(np.float32)
     content, ops = converted_ops(model)
     assert ops.count("CONV_2D") == 3 and ops.count("DEPTH_TO_SPACE") == 1 and "TANH" in ops
+    assert float_ops(content) == ops  # the float model: every op computes in float
     np.testing.assert_allclose(litert_predict(content, x, 1), model.predict(x, verbose=0), atol=1e-5)
     # Full integer: every op an int8 builtin, floats only at the model's input and output.
-    _, int8_ops = converted_ops(model, "int8")
+    int8, int8_ops = converted_ops(model, "int8")
     assert int8_ops[0] == "QUANTIZE" and int8_ops[-1] == "DEQUANTIZE" and "DEPTH_TO_SPACE" in int8_ops
-    assert "QUANTIZE" not in int8_ops[1:-1] and "DEQUANTIZE" not in int8_ops[1:-1]
+    assert float_ops(int8) == []
 
 
 def test_a_few_training_steps_lower_the_reconstruction_error():
