@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,13 +88,16 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def bn_act(x: tf.Tensor, activation: str | None = "relu") -> tf.Tensor:
-    """Batch norm then ``relu``, ``relu6`` or nothing (``None``, for linear bottlenecks)."""
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+def bn_act(x: tf.Tensor, activation: str | None = "relu", name: str | None = None) -> tf.Tensor:
+    """Batch norm then ``relu``, ``relu6`` or nothing (``None``, for linear bottlenecks).
+
+    ``name``, where given, prefixes the layers' names (``<name>_bn``, ``<name>_relu``); else Keras numbers them.
+    """
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=_named(name, "bn"))(x)
     if activation == "relu":
-        return keras.layers.ReLU()(x)
+        return keras.layers.ReLU(name=_named(name, "relu"))(x)
     if activation == "relu6":
-        return keras.layers.ReLU(max_value=6.0)(x)
+        return keras.layers.ReLU(max_value=6.0, name=_named(name, "relu6"))(x)
     if activation is None:
         return x
     raise ValueError(f"unknown activation '{activation}'")
@@ -106,10 +109,42 @@ def conv_bn_act(
     kernel: tuple[int, int],
     strides: tuple[int, int] = (1, 1),
     activation: str | None = "relu",
+    name: str | None = None,
 ) -> tf.Tensor:
-    """Conv (no bias: the batch norm after it has one) + batch norm + activation."""
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
-    return bn_act(x, activation)
+    """Conv (no bias: the batch norm after it has one) + batch norm + activation; ``name`` as in :func:`bn_act`."""
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False, name=_named(name, "conv")
+    )(x)
+    return bn_act(x, activation, name)
+
+
+def _named(prefix: str | None, role: str) -> str | None:
+    return None if prefix is None else f"{prefix}_{role}"
+
+
+def projection_shortcut(x: tf.Tensor, channels: int, strides: tuple[int, int]) -> tf.Tensor:
+    """The identity where the shape is kept, else a 1x1 conv (stride ``strides``) + batch norm, no activation.
+
+    He et al.'s option B, torchvision's and BiBench's ``downsample``.
+    """
+    if strides == (1, 1) and x.shape[-1] == channels:
+        return x
+    x = keras.layers.Conv2D(channels, 1, strides=strides, use_bias=False)(x)
+    return bn_act(x, activation=None)
+
+
+def basic_block(
+    x: tf.Tensor,
+    channels: int,
+    strides: tuple[int, int],
+    geometry: Geometry,
+    shortcut: Callable[[tf.Tensor, int, tuple[int, int]], tf.Tensor] = projection_shortcut,
+) -> tf.Tensor:
+    """A ResNet basic block: conv3x3 (stride ``strides``)-BN-ReLU-conv3x3-BN, plus ``shortcut``, then ReLU."""
+    residual = conv_bn_act(x, channels, geometry.kernel(3), strides)
+    residual = conv_bn_act(residual, channels, geometry.kernel(3), activation=None)
+    x = keras.layers.Add()([shortcut(x, channels, strides), residual])
+    return keras.layers.ReLU()(x)
 
 
 def model_name(slug: str, options: Mapping[str, Any]) -> str:

@@ -25,36 +25,10 @@ pretrained encoder.
 
 from __future__ import annotations
 
-from typing import Any
-
-from effbench.method import ArchitectureMethod, Artifact
-from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
+from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from effbench.training import TrainContext, fit
+from suites.architectures._dense import DenseArchitecture, halving_step, subpixel_convolution
 from suites.architectures._layers import Geometry, conv_bn_act, logits_model, model_name
-
-
-@keras.utils.register_keras_serializable(package="effbench")
-class DepthToSpace(keras.layers.Layer):
-    """``tf.nn.depth_to_space``: (H, W, C s^2) -> (sH, sW, C), TFLite's ``DEPTH_TO_SPACE`` op."""
-
-    def __init__(self, block_size: int, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.block_size = block_size
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return tf.nn.depth_to_space(inputs, self.block_size)
-
-    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
-        batch, height, width, channels = tf.TensorShape(input_shape).as_list()
-        size = self.block_size
-        return tf.TensorShape([batch, height * size, width * size, channels // (size * size)])
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "block_size": self.block_size}
-
-    def effbench_cost(self, inputs: list[tuple], outputs: list[tuple]) -> tuple[int, int]:
-        return 0, 0  # a rearrangement: no arithmetic
 
 
 @register_method(
@@ -65,21 +39,8 @@ class DepthToSpace(keras.layers.Layer):
     summary="small fully-convolutional U-Net-like net; head by task kind: pixel logits, sub-pixel SR, or logits",
     taxonomy=Taxonomy(applied="architecture"),
 )
-class FcnSmall(ArchitectureMethod):
+class FcnSmall(DenseArchitecture):
     default_options = {"width": 16}
-
-    def run(self, context: TrainContext) -> Artifact:
-        model = self.build_for(context.task.spec)
-        history, seconds = fit(model, context)
-        return Artifact(model=model, history=history, train_seconds=seconds)
-
-    def build_for(self, spec: TaskSpec) -> keras.Model:
-        """The network for ``spec``'s kind (see the module docstring)."""
-        if spec.kind == "segmentation":
-            return self.segmenter(spec.input_shape, spec.num_classes)
-        if spec.kind == "super-resolution":
-            return self.upscaler(spec.input_shape, spec.output_shape[0] // spec.input_shape[0])
-        return self.build(spec.input_shape, spec.num_classes)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
         geometry = Geometry(tuple(input_shape))
@@ -96,8 +57,7 @@ class FcnSmall(ArchitectureMethod):
     def upscaler(self, input_shape: tuple[int, ...], scale: int) -> keras.Model:
         inputs = keras.Input(shape=input_shape)
         channels = input_shape[-1]
-        residual = keras.layers.Conv2D(channels * scale * scale, 3, padding="same", name="subpixel")(self.body(inputs))
-        residual = DepthToSpace(scale, name="depth_to_space")(residual)
+        residual = subpixel_convolution(self.body(inputs), channels, scale)
         smooth = keras.layers.UpSampling2D(size=scale, interpolation="bilinear", name="bilinear")(inputs)
         image = keras.layers.Add(name="image")([smooth, residual])
         return keras.Model(inputs, image, name=model_name(f"{self.spec.slug}-x{scale}", self.options))
@@ -106,21 +66,15 @@ class FcnSmall(ArchitectureMethod):
         """(full-resolution features, half-resolution features)."""
         width = self.options["width"]
         full = conv_bn_act(x, width, geometry.kernel(3))
-        half = conv_bn_act(full, 2 * width, geometry.kernel(3), self.step(geometry, full))
+        half = conv_bn_act(full, 2 * width, geometry.kernel(3), halving_step(geometry, full))
         return full, conv_bn_act(half, 2 * width, geometry.kernel(3))
 
     def body(self, inputs: tf.Tensor) -> tf.Tensor:
         """Encoder, then the half-resolution features brought back up beside the full-resolution ones."""
         geometry = Geometry(tuple(inputs.shape[1:]))
         full, half = self.encoder(inputs, geometry)
-        up = self.step(geometry, full)
+        up = halving_step(geometry, full)
         if up != (1, 1):
             half = keras.layers.UpSampling2D(size=up)(half)
         merged = keras.layers.Concatenate()([full, half])
         return conv_bn_act(merged, self.options["width"], geometry.kernel(3))
-
-    @staticmethod
-    def step(geometry: Geometry, x: tf.Tensor) -> tuple[int, int]:
-        """Stride 2 along the axes that are even and keep two positions (so upsampling restores them)."""
-        strides = zip(geometry.stride(2, x), x.shape[1:3], strict=True)
-        return tuple(step if size % 2 == 0 else 1 for step, size in strides)

@@ -52,7 +52,15 @@ from typing import Any
 from effbench.method import ArchitectureMethod
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from suites.architectures._layers import Geometry, bn_act, conv_bn_act, logits_model, model_name, scaled
+from suites.architectures._layers import (
+    Geometry,
+    basic_block,
+    conv_bn_act,
+    logits_model,
+    model_name,
+    projection_shortcut,
+    scaled,
+)
 
 CIFAR_DEPTHS = (8, 20, 32, 56)
 RESNET18_DEPTH = 18
@@ -99,22 +107,13 @@ class ResNetCifar(ArchitectureMethod):
         for index, (channels, blocks) in enumerate(stages):
             for block in range(blocks):
                 step = 2 if index > 0 and block == 0 else 1
-                x = self.basic_block(x, channels, geometry.stride(step, x), geometry)
+                x = basic_block(x, channels, geometry.stride(step, x), geometry, self.shortcut)
         x = keras.layers.GlobalAveragePooling2D()(x)
         return logits_model(inputs, x, num_classes, model_name(self.spec.slug, self.options))
 
-    def basic_block(self, x: tf.Tensor, channels: int, strides: tuple[int, int], geometry: Geometry) -> tf.Tensor:
-        residual = conv_bn_act(x, channels, geometry.kernel(3), strides)
-        residual = conv_bn_act(residual, channels, geometry.kernel(3), activation=None)
-        x = keras.layers.Add()([self.shortcut(x, channels, strides), residual])
-        return keras.layers.ReLU()(x)
-
     def shortcut(self, x: tf.Tensor, channels: int, strides: tuple[int, int]) -> tf.Tensor:
-        if strides == (1, 1) and x.shape[-1] == channels:
-            return x
-        if self.options["shortcut"] == "B":
-            x = keras.layers.Conv2D(channels, 1, strides=strides, use_bias=False)(x)
-            return bn_act(x, activation=None)
+        if self.options["shortcut"] == "B" or (strides == (1, 1) and x.shape[-1] == channels):
+            return projection_shortcut(x, channels, strides)
         if strides != (1, 1):
             x = keras.layers.AveragePooling2D(pool_size=1, strides=strides)(x)
         # Stages double their channels, so the new half is a zero-scaled copy of the old one.
