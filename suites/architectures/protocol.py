@@ -74,6 +74,18 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("sr-photos-x3", "fcn-small"),
+    SizedRun("sr-photos-x3", "espcn:filters1=19", "fcn-small"),
+    SizedRun("sr-photos-x3", "espcn"),
+    SizedRun("sr-photos-x3", "fcn-small:width=25", "espcn"),
+    SizedRun("sr-photos-x2", "fcn-small"),
+    SizedRun("sr-photos-x2", "espcn:filters1=25", "fcn-small"),
+    SizedRun("sr-photos-x2", "espcn"),
+    SizedRun("sr-photos-x2", "fcn-small:width=24", "espcn"),
+    SizedRun("seg-shapes", "fcn-small"),
+    SizedRun("seg-shapes", "unetpp:width=5", "fcn-small"),
+    SizedRun("seg-shapes", "seg-efficient"),
+    SizedRun("seg-shapes", "fcn-small:width=11", "seg-efficient"),
 )
 
 
