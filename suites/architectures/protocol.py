@@ -20,8 +20,17 @@ PROTOCOL = SuiteProtocol(
     closed_kinds=("architecture",),
     closed_base="effbench.method:ArchitectureMethod",
     twin="none",
+    # The quality columns of every task kind: a column shows only where some run recorded it.
     summary_columns={
         "top1": ("", "top1"),
+        "permuted_top1": ("", "permuted_top1"),
+        "permutation_agreement": ("", "permutation_agreement"),
+        "auc": ("", "auc"),
+        "logloss": ("", "logloss"),
+        "miou": ("", "miou"),
+        "psnr_y": ("", "psnr_y"),
+        "bicubic_psnr_y": ("", "bicubic_psnr_y"),
+        "ssim_y": ("", "ssim_y"),
         "params": ("", "params"),
         "macs": ("", "macs"),
         "packed_bytes": ("", "size_bytes"),
