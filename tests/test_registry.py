@@ -172,7 +172,8 @@ def test_every_metric_of_the_task_tracks_is_declared():
         "accuracy": [*accuracy.accuracy_metrics(probs, np.arange(4), 20),
                      *accuracy.relative_metrics(0.5, {"top1": 0.9})],
         "robustness": robustness.robustness_metrics(0.9, {"noise": [0.8, 0.7, 0.6, 0.5, 0.4]}),
-        "sensitivity": sensitivity.summary_metrics({"sgd-0.1-cosine": 0.8, "adam-0.001-step": 0.7}, 12.0),
+        "sensitivity": [*sensitivity.summary_metrics({"sgd-0.1-cosine": 0.8, "adam-0.001-step": 0.7}, 12.0),
+                        *sensitivity.summary_metrics({"sgd-0.1-cosine": 21.5}, 3.0, "psnr_y")],
     }
     for track, metrics in produced.items():
         assert undescribed(declared(track), metrics) == [], track

@@ -1,5 +1,6 @@
 """training_cost reads the run's own training; sensitivity retrains under BiBench's eight recipes."""
 
+import numpy as np
 import pytest
 
 from effbench.cli import main
@@ -60,3 +61,23 @@ def test_model_file_tracks_that_need_a_training_run_say_so(tmp_path, capsys):
     for track in ("training_cost", "sensitivity"):
         assert main(["measure", "--track", track, "--model", str(path), "--task", "digits"]) == 2
         assert "use `effbench run`" in capsys.readouterr().err
+
+
+def test_sensitivity_scores_each_retrained_model_by_the_task_kinds_primary_metric():
+    from types import SimpleNamespace
+
+    from effbench.registry import TASKS
+    from tracks.sensitivity import primary_quality, summary_metrics
+
+    spec = TASKS.get("ctr-synth").spec
+    labels = np.array([0, 1, 0, 1])
+    # Click logit minus no-click logit: -2, 1, -0.5, 0.2: both clicks score above both non-clicks.
+    outputs = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.2, 0.4]])
+    context = SimpleNamespace(task=SimpleNamespace(spec=spec), splits=SimpleNamespace(y_test=labels))
+    assert spec.quality.primary == "auc"
+    assert primary_quality(context, outputs) == pytest.approx(1.0)
+    assert primary_quality(context, outputs[:, ::-1]) == pytest.approx(0.0)
+    found = {(m.name, m.scope): m.value for m in summary_metrics({"sgd-0.1-cosine": 0.6, "adam-0.001-step": 0.8},
+                                                                 1.0, "auc")}  # fmt: skip
+    assert found[("auc_mean", "")] == pytest.approx(0.7) and found[("auc", "sgd-0.1-cosine")] == 0.6
+    assert not any(name.startswith("top1") for name, _ in found)
