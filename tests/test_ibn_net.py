@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from effbench.graph import rewrite
 from effbench.method import MethodRef
 from effbench.tf import keras
 from suites.architectures.ibn_net import IBN
@@ -122,3 +123,15 @@ def test_converts_to_tflite_builtins_and_matches_keras():
     model = MethodRef.parse("ibn-net:backbone=(resnet-cifar:depth=8)").create().build((8, 8, 3), 10)
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(tflite_outputs(model, x), model(x, training=False), rtol=1e-3, atol=1e-4)
+
+
+def test_a_later_rewrite_carries_each_halfs_weights_over_by_name():
+    # Compression methods rebuild a model with effbench.graph.rewrite, matching weights by name within a layer.
+    model = MethodRef.parse("ibn-net:backbone=(resnet-cifar:depth=8)").create().build((8, 8, 3), 10)
+    layer = next(layer for layer in model.layers if isinstance(layer, IBN))
+    for index, weight in enumerate(layer.weights):
+        weight.assign(np.full(weight.shape, index + 2.0, dtype="float32"))
+    copy = rewrite(model, lambda _: None).get_layer(layer.name)
+    assert len({weight.name for weight in layer.weights}) == len(layer.weights) == 6
+    for ours, theirs in zip(layer.weights, copy.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())

@@ -94,8 +94,10 @@ class IBN(keras.layers.Layer):
         self.half = int(channels * self.ratio)
         if not 0 < self.half < channels:
             raise ValueError(f"IBN '{self.name}': ratio {self.ratio} of {channels} channels leaves a half empty")
-        self.instance_norm.build((*input_shape[:-1], self.half))
-        self.batch_norm.build((*input_shape[:-1], channels - self.half))
+        # Under their own scopes, so the weights are named apart (x/instance_norm/gamma, x/bn/gamma).
+        for layer, width in ((self.instance_norm, self.half), (self.batch_norm, channels - self.half)):
+            with tf.name_scope(layer.name):
+                layer.build((*input_shape[:-1], width))
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
