@@ -22,6 +22,7 @@ from effbench.tf import keras
 from suites.architectures._layers import model_name
 
 DEFAULT_BACKBONE = "resnet-cifar"
+RECTIFIERS = {"relu", "relu6"}
 
 
 def inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
@@ -34,6 +35,13 @@ def inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
 def outbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers that read ``layer``'s output in the backbone it belongs to."""
     return [node.outbound_layer for node in layer.outbound_nodes]
+
+
+def is_rectifier(layer: keras.layers.Layer) -> bool:
+    """A ReLU / ReLU6, as a ``ReLU`` layer or an ``Activation``."""
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in RECTIFIERS
 
 
 def _fresh_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:

@@ -29,10 +29,9 @@ from typing import Any, ClassVar
 
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from suites.architectures._dropin import DropInArchitecture, inbound_layers, outbound_layers
+from suites.architectures._dropin import DropInArchitecture, inbound_layers, is_rectifier, outbound_layers
 
 VARIANTS = ("b0", "s0")
-RECTIFIERS = {"relu", "relu6"}
 Shape = tuple[int, ...]
 # Elementwise operations per output element: moments (2), the denominator's terms, the division, the affine.
 ELEMENTWISE = {("b0", True): 9, ("s0", True): 10, ("b0", False): 2, ("s0", False): 2}
@@ -111,12 +110,6 @@ class EvoNorm(keras.layers.Layer):
             "momentum": self.momentum,
             "epsilon": self.epsilon,
         }
-
-
-def is_rectifier(layer: keras.layers.Layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return True
-    return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in RECTIFIERS
 
 
 @register_method(

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras
-from suites.architectures._dropin import DropInArchitecture
+from suites.architectures._dropin import RECTIFIERS, DropInArchitecture, is_rectifier
 
-RECTIFIERS = {"relu", "relu6"}
 WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
@@ -46,9 +45,7 @@ class SeluSNN(DropInArchitecture):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
             return keras.layers.Activation("linear", name=layer.name)
-        if isinstance(layer, keras.layers.ReLU) or (
-            isinstance(layer, keras.layers.Activation) and config["activation"] in RECTIFIERS
-        ):
+        if is_rectifier(layer):
             return keras.layers.Activation("selu", name=layer.name)
         if isinstance(layer, keras.layers.Dropout) and not isinstance(layer, keras.layers.AlphaDropout):
             return keras.layers.AlphaDropout(config["rate"], name=layer.name)
