@@ -45,9 +45,10 @@ system-packages:
 		echo "make test: missing$$missing (apt-get install$$missing); their tests are skipped" >&2; \
 	fi
 
-# One test process per core (TEST_WORKERS=1 runs them in this process); tests that run submitted code in the
-# sandbox share one worker (their xdist_group), so two sandboxes never compete for the same user's limits.
-TEST_WORKERS ?= auto
+# One test process per core, at most 4 (each imports TensorFlow: about 1 GB apiece); TEST_WORKERS=0 runs them
+# in this process. Tests that run submitted code in the sandbox share one worker (their xdist_group), so two
+# sandboxes never compete for the same user's process limit.
+TEST_WORKERS ?= $(shell cores=$$(nproc 2>/dev/null || echo 1); echo $$(( cores < 4 ? cores : 4 )))
 
 test: lint system-packages
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
