@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from effbench.registry import TASKS, RegistryError, TaskSpec
+from effbench.registry import TASKS, TRACKS, RegistryError, TaskSpec
 
 MEASURES = ("macs", "params")
 TOLERANCE = 0.10
@@ -46,14 +46,16 @@ class SizeMatch:
 def model_cost(reference: str, spec: TaskSpec, measure: str = "macs") -> int:
     """``measure`` (macs or params) of the model that ``reference`` trains on ``spec``'s task."""
     from effbench.method import ArchitectureMethod, MethodRef
-    from tracks.complexity import count_complexity
+    from effbench.track import MeasureContext
 
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, not '{measure}'")
     method = MethodRef.parse(reference).create()
     if not isinstance(method, ArchitectureMethod):
         raise RegistryError(f"'{reference}' is not an architecture: only architectures are built at a size")
-    return int(getattr(count_complexity(method.build_for(spec)), measure))
+    # The complexity track by name, as `effbench measure` runs it: the core does not import the tracks.
+    counted = TRACKS.get("complexity").factory().measure(MeasureContext(model=method.build_for(spec)))
+    return int(next(metric.value for metric in counted if metric.name == measure and not metric.scope))
 
 
 def with_option(reference: str, knob: str, value: int) -> str:
