@@ -171,8 +171,8 @@ def test_a_forged_record_cannot_be_planted_in_the_results_or_the_baselines(tmp_p
 @pytest.mark.parametrize(
     "name, limits, message",
     [
-        ("endless_loop", {"CPU_SECONDS": "25", "WALL_SECONDS": "120"}, "stopped by its CPU-time limit of 25 s"),
-        ("sleeps_forever", {"WALL_SECONDS": "30"}, "ran past its wall-clock limit of 30 s and was killed"),
+        ("endless_loop", {"CPU_SECONDS": "15", "WALL_SECONDS": "120"}, "stopped by its CPU-time limit of 15 s"),
+        ("sleeps_forever", {"WALL_SECONDS": "20"}, "ran past its wall-clock limit of 20 s and was killed"),
         ("exits_quietly", {}, "ended (exit status 0) without an answer"),
         ("memory_hog", {}, "MemoryError"),
         ("keyboard_interrupt", {}, "KeyboardInterrupt"),
@@ -223,8 +223,11 @@ def test_the_network_is_out_of_reach(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def patched_run(tmp_path_factory):
-    """The submission that patches the accuracy track to report 1.0, run once (smoke, digits, accuracy)."""
-    folder = hostile_folder(tmp_path_factory.mktemp("patched"), "patches_tracks")
+    """The submission that patches the accuracy track to report 1.0, run once (smoke, mnist1d, accuracy).
+
+    mnist1d's twin is the mlp, which trains and converts in a fraction of digits' ResNet-20 time.
+    """
+    folder = hostile_folder(tmp_path_factory.mktemp("patched"), "patches_tracks", tasks=["mnist1d"])
     completed = subprocess.run([sys.executable, "-m", "effbench.cli", "submit", str(folder)], capture_output=True,
                                text=True, timeout=900, cwd=REPO)  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -236,12 +239,12 @@ def test_numbers_measured_beside_submitted_code_are_marked_and_the_verified_ones
     records = ResultStore(folder / "results").records()
     by = {(r.method, r.track): r for r in records}
     assert {(r.method, r.track, r.source) for r in records} == {
-        ("hostile-sign", "accuracy", SANDBOX), ("resnet-cifar", "accuracy", SANDBOX),
-        ("hostile-sign", "verified", VERIFIED), ("resnet-cifar", "verified", VERIFIED),
+        ("hostile-sign", "accuracy", SANDBOX), ("mlp", "accuracy", SANDBOX),
+        ("hostile-sign", "verified", VERIFIED), ("mlp", "verified", VERIFIED),
     }  # fmt: skip
     sandboxed = {m.name: m.value for m in by["hostile-sign", "accuracy"].metrics if not m.scope}
     assert sandboxed["top1"] == 1.0 and sandboxed["fp32_top1"] == 1.0  # the patch worked, in the sandbox
-    for method in ("hostile-sign", "resnet-cifar"):
+    for method in ("hostile-sign", "mlp"):
         verified = {(m.scope, m.name): m.value for m in by[method, "verified"].metrics}
         assert verified["", "top1"] < 0.5 and verified["", "verified_variant"] == "float32"  # untrained, honestly
         assert verified["float32", "top1"] == verified["", "top1"]
