@@ -527,7 +527,9 @@ class Found:
 def conflict_message(first: Found, second: Found) -> str:
     """Two records of one config hash that differ: named with both files and the fields that differ."""
     a, b = first.record.to_json(), second.record.to_json()
-    differing = ", ".join(sorted(key for key in a if key != "content_hash" and a[key] != b[key]))
+    # An optional field (about, facts) is left out of a record's JSON where it is empty, so either may lack it.
+    keys = (a.keys() | b.keys()) - {"content_hash"}
+    differing = ", ".join(sorted(key for key in keys if a.get(key) != b.get(key)))
     return (
         f"{first.path} and {second.path} are records of the same run (config hash "
         f"{first.record.config_hash}) that differ in: {differing}"

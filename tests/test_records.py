@@ -351,6 +351,19 @@ def test_two_files_of_one_run_in_a_folder_are_a_conflict_naming_both(tmp_path):
     assert "differ in: metrics" in str(raised.value)
 
 
+def test_a_conflict_names_an_optional_field_that_only_one_of_the_two_records_has(tmp_path):
+    from dataclasses import replace
+
+    from effbench.records import collect_records
+
+    plain = ResultStore(tmp_path / "a").save(make_record())
+    described = ResultStore(tmp_path / "b").save(replace(make_record(), about={"paper": "x"}))
+    for roots in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "b", tmp_path / "a"]):
+        _, conflicts = collect_records(roots)
+        assert len(conflicts) == 1 and conflicts[0].endswith("differ in: about")
+    assert str(plain) in conflicts[0] and str(described) in conflicts[0]
+
+
 def test_a_record_named_for_another_config_hash_is_refused(tmp_path):
     path = ResultStore(tmp_path).save(make_record())
     path.rename(path.with_name("accuracy-s0-smoke-ffffffffffffffff.json"))
