@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from effbench.recipe import Budget, Recipe
 from effbench.registry import TaskSpec
@@ -138,6 +139,57 @@ def training_stats(context: TrainContext) -> dict[str, float]:
     if peaks:
         stats["peak_gpu_bytes"] = float(max(peaks))
     return stats
+
+
+class TrainingObjective(keras.Model):
+    """A training-only wrapper: trains ``deployed`` on an objective of its own, and is ``deployed`` otherwise.
+
+    Distillation, deep supervision, multi-branch losses: the step minimises :meth:`objective`, while
+    ``call`` (what validation, callbacks and modifiers see) is the deployed model's, and so are the logged
+    ``loss`` (the compiled loss of the deployed output) and the compiled metrics. The objective's own term is
+    logged beside them under :attr:`tracked` (``val_`` prefixed in validation). The step updates every
+    trainable variable the wrapper holds: layers outside the deployed model (a pruned head) train too, a
+    frozen teacher does not. Training inputs are ``(x, y)`` pairs: no sample weights.
+    """
+
+    tracked: ClassVar[str] = "objective"
+
+    def __init__(self, deployed: keras.Model, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.deployed = deployed
+        self.objective_tracker = keras.metrics.Mean(name=self.tracked)
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self.deployed(inputs, training=training)
+
+    @abc.abstractmethod
+    def objective(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(the deployed model's output, the loss the step minimises, the term logged as :attr:`tracked`)."""
+
+    def supervised_loss(self, y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        """The compiled (task) loss of ``logits`` plus the deployed model's regularization losses, unlogged."""
+        loss = keras.losses.get(self.loss)(y, logits)
+        return loss + tf.add_n(self.deployed.losses) if self.deployed.losses else loss
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            prediction, loss, term = self.objective(x, y, training=True)
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return self.logged(y, prediction, term)
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        x, y = data[0], data[1]
+        prediction, _, term = self.objective(x, y, training=False)
+        return self.logged(y, prediction, term)
+
+    def logged(self, y: tf.Tensor, prediction: tf.Tensor, term: tf.Tensor) -> dict[str, tf.Tensor]:
+        # "loss" stays the deployed output's loss, as fit reports it for every other model.
+        self.compiled_loss(y, prediction, regularization_losses=self.deployed.losses)
+        self.compiled_metrics.update_state(y, prediction)
+        self.objective_tracker.update_state(term)
+        return {metric.name: metric.result() for metric in self.metrics}
 
 
 def fit(

@@ -57,7 +57,7 @@ from typing import Any, Literal
 from effbench.method import ArchitectureMethod, Artifact
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.tf import keras, tf
-from effbench.training import TrainContext, fit
+from effbench.training import TrainContext, TrainingObjective, fit
 from suites.architectures._layers import model_name
 
 L = keras.layers
@@ -113,53 +113,32 @@ def tri_bce(fused_loss: tf.Tensor, exponential_loss: tf.Tensor, linear_loss: tf.
     return fused_loss + exponential_weight * exponential_loss + linear_weight * linear_loss
 
 
-class TriBCETrainer(keras.Model):
+class TriBCETrainer(TrainingObjective):
     """Trains an FCN on Tri-BCE; predicts and validates as the FCN (whose layers it trains in place)."""
 
-    def __init__(self, fcn: keras.Model, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.fcn = fcn
-        self.branches = keras.Model(fcn.inputs, fcn.get_layer(BRANCHES).input)
-        self.tri_bce_tracker = keras.metrics.Mean(name="tri_bce")
+    tracked = "tri_bce"
 
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.fcn(inputs, training=training)
+    def __init__(self, fcn: keras.Model, **kwargs: Any):
+        super().__init__(fcn, **kwargs)
+        self.branches = keras.Model(fcn.inputs, fcn.get_layer(BRANCHES).input)
 
     def branch_logits(self, x: tf.Tensor, training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(fused y, exponential y_E, linear y_L) logits of one forward pass."""
         exponential_state, linear_state = self.branches(x, training=training)
-        head = self.fcn.get_layer("logits")
+        head = self.deployed.get_layer("logits")
         width = exponential_state.shape[-1]
         exponential = 2.0 * tf.matmul(exponential_state, head.kernel[:width]) + head.bias
         linear = 2.0 * tf.matmul(linear_state, head.kernel[width:]) + head.bias
         return (exponential + linear) / 2.0, exponential, linear
 
-    def objective(self, y: tf.Tensor, logits: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+    def objective(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Tri-BCE of the three logits under the compiled loss (the task's cross-entropy), plus regularization."""
+        logits = self.branch_logits(x, training=training)
         loss = keras.losses.get(self.loss)
         objective = tri_bce(*(loss(y, z) for z in logits))
-        return objective + tf.add_n(self.fcn.losses) if self.fcn.losses else objective
-
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y = data[0], data[1]
-        with tf.GradientTape() as tape:
-            logits = self.branch_logits(x, training=True)
-            objective = self.objective(y, logits)
-        variables = self.fcn.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables, strict=True))
-        return self._logged(y, logits[0], objective)
-
-    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y = data[0], data[1]
-        logits = self.branch_logits(x, training=False)
-        return self._logged(y, logits[0], self.objective(y, logits))
-
-    def _logged(self, y: tf.Tensor, fused: tf.Tensor, objective: tf.Tensor) -> dict[str, tf.Tensor]:
-        # "loss" stays the fused prediction's loss, as fit reports it for every other model.
-        self.compiled_loss(y, fused, regularization_losses=self.fcn.losses)
-        self.compiled_metrics.update_state(y, fused)
-        self.tri_bce_tracker.update_state(objective)
-        return {metric.name: metric.result() for metric in self.metrics}
+        if self.deployed.losses:
+            objective += tf.add_n(self.deployed.losses)
+        return logits[0], objective, objective
 
 
 @register_method(

@@ -63,7 +63,7 @@ from typing import Any
 from effbench.method import Artifact
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from effbench.training import TrainContext, fit
+from effbench.training import TrainContext, TrainingObjective, fit
 from suites.architectures._dense import DenseArchitecture, halving_step
 from suites.architectures._layers import Geometry, conv_bn_act, logits_model, model_name
 
@@ -79,43 +79,25 @@ class NestedNetwork:
     heads: list[tf.Tensor]
 
 
-class DeeplySupervised(keras.Model):
-    """Trains a network through all its heads; its metrics and its predictions are its deployed model's.
+class DeeplySupervised(TrainingObjective):
+    """Trains a network through all its heads; its metrics, ``loss`` and predictions are its deployed model's.
 
-    ``heads`` maps the input to ``[head_1, ..., head_L, deployed output]``. The loss of a step is the compiled
-    loss of all heads at once, each head's logits against the same labels: for a mean-reduced loss (the
-    cross-entropy of every pixel), the mean of the heads' losses. The metrics are those of the deployed
-    output, and so is ``call``, what validation and training modifiers see.
+    ``heads`` maps the input to ``[head_1, ..., head_L, deployed output]``. The objective of a step is the
+    compiled loss of all heads at once, each head's logits against the same labels: for a mean-reduced loss (the
+    cross-entropy of every pixel), the mean of the heads' losses, logged as ``heads_loss``.
     """
 
+    tracked = "heads_loss"
+
     def __init__(self, heads: keras.Model, deployed: keras.Model, **kwargs: Any):
-        super().__init__(name=f"{deployed.name}-deeply-supervised", **kwargs)
+        super().__init__(deployed, name=f"{deployed.name}-deeply-supervised", **kwargs)
         self.heads = heads
-        self.deployed = deployed
 
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.deployed(inputs, training=training)
-
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            *heads, prediction = self.heads(x, training=True)
-            loss = self.heads_loss(x, y, heads, weight)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        return self.compute_metrics(x, y, prediction, weight)
-
-    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
-        *heads, prediction = self.heads(x, training=False)
-        self.heads_loss(x, y, heads, weight)
-        return self.compute_metrics(x, y, prediction, weight)
-
-    def heads_loss(self, x: tf.Tensor, y: tf.Tensor, heads: list[tf.Tensor], weight: tf.Tensor | None) -> tf.Tensor:
+    def objective(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        *heads, prediction = self.heads(x, training=training)
         # The heads stacked along the batch axis, the labels repeated: one mean over every head's pixels.
-        def repeated(tensor: tf.Tensor | None) -> tf.Tensor | None:
-            return None if tensor is None else tf.concat([tensor] * len(heads), axis=0)
-
-        return self.compute_loss(x, repeated(y), tf.concat(heads, axis=0), repeated(weight))
+        loss = self.supervised_loss(tf.concat([y] * len(heads), axis=0), tf.concat(heads, axis=0))
+        return prediction, loss, loss
 
 
 @register_method(

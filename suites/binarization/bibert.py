@@ -58,7 +58,7 @@ import larq
 from effbench.method import Artifact, MethodRef
 from effbench.registry import Paper, TaskSpec, Taxonomy, register_method
 from effbench.schedule import EpochSchedule
-from effbench.training import TrainContext, fit
+from effbench.training import TrainContext, TrainingObjective, fit
 from suites.architectures._transformer import AttentionCore
 from suites.binarization._attention import SignedAttentionCore, windowed_straight_through
 from suites.binarization._quantizers import ChannelScaledSign
@@ -98,22 +98,19 @@ def attention_taps(model: keras.Model) -> tuple[keras.Model, list[int]]:
     return keras.Model(model.input, [model.output, *tensors]), [core.heads for core in cores]
 
 
-class DirectionMatchingDistiller(keras.Model):
-    """Trains ``student`` on BiBERT's loss against a frozen ``teacher`` (module docstring); infers as the student."""
+class DirectionMatchingDistiller(TrainingObjective):
+    """Trains ``student`` on BiBERT's loss against a frozen ``teacher`` (module docstring); is the student otherwise."""
+
+    tracked = "dmd_loss"
 
     def __init__(self, student: keras.Model, teacher: keras.Model, label_weight: float = 0.5, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.student = student
+        super().__init__(student, **kwargs)
         self.student_taps, self.heads = attention_taps(student)
         self.teacher_taps, teacher_heads = attention_taps(teacher)
         if teacher_heads != self.heads:
             raise ValueError(f"student attention heads {self.heads} differ from the teacher's {teacher_heads}")
         self.teacher_taps.trainable = False
         self.label_weight = label_weight
-        self.dmd_tracker = keras.metrics.Mean(name="dmd_loss")
-
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.student(inputs, training=training)
 
     def distillation_loss(self, student_outputs: list[tf.Tensor], teacher_outputs: list[tf.Tensor]) -> tf.Tensor:
         """Prediction distillation plus DMD over Q, K, V of every block."""
@@ -129,19 +126,11 @@ class DirectionMatchingDistiller(keras.Model):
         ])  # fmt: skip
         return soft, dmd
 
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y = data[0], data[1]
+    def objective(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         teacher_outputs = [tf.stop_gradient(t) for t in self.teacher_taps(x, training=False)]
-        with tf.GradientTape() as tape:
-            student_outputs = self.student_taps(x, training=True)
-            labels = self.compiled_loss(y, student_outputs[0], regularization_losses=self.student.losses)
-            soft, dmd = self.distillation_loss(student_outputs, teacher_outputs)
-            loss = soft + self.label_weight * labels + dmd
-        variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        self.compiled_metrics.update_state(y, student_outputs[0])
-        self.dmd_tracker.update_state(dmd)
-        return {metric.name: metric.result() for metric in self.metrics}
+        student_outputs = self.student_taps(x, training=training)
+        soft, dmd = self.distillation_loss(student_outputs, teacher_outputs)
+        return student_outputs[0], soft + self.label_weight * self.supervised_loss(y, student_outputs[0]) + dmd, dmd
 
 
 @register_method(

@@ -30,7 +30,7 @@ from effbench.method import MethodRef
 from effbench.modifiers import Modifier, register_modifier
 from effbench.registry import Paper, RegistryError, TaskSpec
 from effbench.tf import keras, tf
-from effbench.training import TrainContext
+from effbench.training import TrainContext, TrainingObjective
 
 
 def soft_target_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor, temperature: float) -> tf.Tensor:
@@ -41,32 +41,22 @@ def soft_target_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor, tempe
     return temperature**2 * tf.reduce_mean(kl)
 
 
-class Distiller(keras.Model):
-    """Trains ``student`` on the distillation loss against a frozen ``teacher``; predicts as the student."""
+class Distiller(TrainingObjective):
+    """Trains ``student`` on the distillation loss against a frozen ``teacher``; is the student otherwise."""
+
+    tracked = "soft_loss"
 
     def __init__(self, student: keras.Model, teacher: keras.Model, temperature: float, alpha: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.student, self.teacher = student, teacher
+        super().__init__(student, **kwargs)
+        self.teacher = teacher
         self.teacher.trainable = False
         self.temperature, self.alpha = temperature, alpha
-        self.soft_tracker = keras.metrics.Mean(name="soft_loss")
 
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        return self.student(inputs, training=training)
-
-    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        x, y = data[0], data[1]
+    def objective(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         teacher_logits = tf.stop_gradient(self.teacher(x, training=False))
-        with tf.GradientTape() as tape:
-            logits = self.student(x, training=True)
-            labels = self.compiled_loss(y, logits, regularization_losses=self.student.losses)
-            soft = soft_target_loss(logits, teacher_logits, self.temperature)
-            loss = (1.0 - self.alpha) * labels + self.alpha * soft
-        variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        self.compiled_metrics.update_state(y, logits)
-        self.soft_tracker.update_state(soft)
-        return {metric.name: metric.result() for metric in self.metrics}
+        logits = self.deployed(x, training=training)
+        soft = soft_target_loss(logits, teacher_logits, self.temperature)
+        return logits, (1.0 - self.alpha) * self.supervised_loss(y, logits) + self.alpha * soft, soft
 
 
 @register_modifier(
