@@ -86,6 +86,8 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("digits", "shallow-again:width=33", "resnet-cifar"),
+    SizedRun("digits", "shallow-again:form=deep,width=33", "resnet-cifar"),
     SizedRun("sr-photos-x3", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn:filters1=19", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn"),
