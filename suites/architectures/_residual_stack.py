@@ -15,7 +15,8 @@ The deep stack expands like a Taylor series, :math:`x_L = x_0 + \sum_i f_i(x_0) 
 the stack's input, summed with it. Both have the same layers (the same names and weights, so one's weights load
 into the other) and so the same parameters and MACs; what differs is the wiring, so the deep one runs its L convs
 one after the other and the shallow one can run them at once (one wide layer: a single conv of L x ``width``
-filters would compute the same, see :func:`residual_stack`).
+filters, BN and ReLU, then a sum over its L groups of channels, would compute the same; see :func:`residual_stack`
+for why it is built as L convs).
 
 Around the stack: a stem (a k x k conv-BN-ReLU from the input's channels to ``width``, since the stack needs one
 width throughout) before it, global average pooling and the ``logits`` Dense layer after it. No downsampling:
@@ -24,9 +25,12 @@ the stack runs at the input's resolution. Vectors (L,) are laid out as (L, 1, 1)
 
 from __future__ import annotations
 
+from effbench.registry import Paper
 from effbench.tf import keras, tf
 from suites.architectures._layers import Geometry, conv_bn_act, logits_model
 
+# The paper of both methods that build the stack.
+PAPER = Paper("Make Deep Networks Shallow Again", 2023, "https://arxiv.org/abs/2309.08414")
 FORMS = ("deep", "shallow")
 
 

@@ -36,12 +36,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from effbench.method import ArchitectureMethod
-from effbench.registry import Paper, Taxonomy, register_method
+from effbench.registry import Taxonomy, register_method
 from effbench.tf import keras
 from suites.architectures._layers import model_name
-from suites.architectures._residual_stack import check_form, residual_stack_model
-
-PAPER = Paper("Make Deep Networks Shallow Again", 2023, "https://arxiv.org/abs/2309.08414")
+from suites.architectures._residual_stack import PAPER, check_form, residual_stack_model
 
 
 @register_method(
