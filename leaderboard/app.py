@@ -326,6 +326,69 @@ def method_facts(runs: pd.DataFrame, method: str) -> None:
         show(facts)
 
 
+def grid_chart(grid: tables.Grid, quality: str) -> alt.Chart | alt.LayerChart | alt.FacetChart:
+    """Over two axes, a heat map of ``quality``: a cell per point, coloured and labelled by its value; over one, a
+    curve. One heat map per panel (what else sets points apart: ``form=deep``, ``form=shallow``), one curve each."""
+    # Vega-Lite reads '.', '[' and '/' in field names: the columns drawn get names of their own.
+    axes = dict(zip(("grid_x", "grid_y"), grid.axes, strict=False))
+    data = grid.points.rename(columns={quality: "grid_quality", f"{quality}{tables.STD_SUFFIX}": "grid_quality_std"})
+    data = data.assign(**{field: grid.points[fact] for field, fact in axes.items()})
+    tooltip = ["deployable", "panel", *(alt.Tooltip(f"{field}:Q", title=fact) for field, fact in axes.items()),
+               alt.Tooltip("grid_quality:Q", title=quality, format=".4f"),
+               alt.Tooltip("grid_quality_std:Q", title=f"{quality} std", format=".4f"), "seeds"]  # fmt: skip
+    if len(axes) == 1:
+        return alt.Chart(data).mark_line(point=True).encode(
+            alt.X("grid_x:Q", title=axes["grid_x"]),
+            alt.Y("grid_quality:Q", title=quality, scale=alt.Scale(zero=False)),
+            color=alt.Color("panel:N", title=None), tooltip=tooltip,
+        ).properties(height=360)  # fmt: skip
+    base = alt.Chart(data).encode(alt.X("grid_x:O", title=axes["grid_x"]),
+                                  alt.Y("grid_y:O", title=axes["grid_y"], sort="descending"))  # fmt: skip
+    cells = base.mark_rect().encode(
+        alt.Color("grid_quality:Q", title=quality, scale=alt.Scale(scheme="viridis")), tooltip=tooltip
+    )
+    # Dark text on the light (high) half of the scale, light text on the dark half.
+    middle = float(data["grid_quality"].min() + data["grid_quality"].max()) / 2
+    values = base.mark_text(fontSize=12).encode(
+        text=alt.Text("grid_quality:Q", format=".3f"),
+        color=alt.condition(alt.datum.grid_quality > middle, alt.value("#222"), alt.value("#fff")),
+    )
+    size = {"width": 70 * data["grid_x"].nunique(), "height": 45 * data["grid_y"].nunique()}
+    chart = alt.layer(cells, values).properties(**size)
+    return chart.facet(column=alt.Column("panel:N", title=None)) if data["panel"].nunique() > 1 else chart
+
+
+def grid_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
+    """Quality over the facts of a method's deployables: a heat map over two numbers (depth x width), else a curve."""
+    st.header("Grid: quality over what each deployable is")
+    found = tables.grid_methods(frames.runs)
+    if not found:
+        st.info("No method's deployables carry a number that varies among them (a depth x width grid, sub-networks "
+                "by width): their records' facts hold no grid.")  # fmt: skip
+        return pd.DataFrame()
+    if st.session_state.get("grid_method") not in found:
+        st.session_state.pop("grid_method", None)  # chosen elsewhere, and hidden by the filters now
+    method = st.selectbox("Method", list(found), key="grid_method", bind=URL)
+    task = st.selectbox("Task", found[method], key=f"grid_task_{method}")
+    grid = tables.grid(frames.tidy, frames.runs, method, task)
+    axes = tables.grid_axes(grid.points, grid.facts)
+    if len(axes) > 2:
+        pairs = [f"{x} × {y}" for x in axes for y in axes if x != y]
+        pair = st.selectbox("Axes (x × y)", pairs, key=f"grid_axes_{method}")
+        grid = tables.grid(frames.tidy, frames.runs, method, task, pair.split(" × "))
+    qualities = tables.quality_axes(grid.points)
+    if not qualities:
+        st.info(f"No quality (the accuracy track) of {method}'s deployables on {task} in the chosen records.")
+        return pd.DataFrame()
+    quality = st.selectbox("Quality", qualities, key=f"grid_quality_{method}")
+    st.altair_chart(grid_chart(grid, quality))
+    st.caption(f"Each point a deployable of {method}, placed by its facts (what the method recorded it is), at the "
+               f"mean {quality} over seeds; hover for the std. Panels: the other facts that vary.")  # fmt: skip
+    table = grid.points[[*tables.GRID_KEYS, "deployable", *grid.facts, quality, f"{quality}{tables.STD_SUFFIX}",
+                         "seeds"]].sort_values([*grid.facts, "deployable"], kind="stable")  # fmt: skip
+    return show_view(tables.reading_view(table))
+
+
 def compare_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
     st.header("Compare")
     methods = sorted(frames.tidy["method"].unique())
@@ -346,7 +409,7 @@ def compare_page(frames: tables.ResultFrames, context: Context) -> pd.DataFrame:
 
 PAGES: dict[str, Callable[[tables.ResultFrames, Context], pd.DataFrame]] = {
     "Overview": overview_page, "Tracks": tracks_page, "Pareto": pareto_page, "Method": method_page,
-    "Compare": compare_page,
+    "Compare": compare_page, "Grid": grid_page,
 }  # fmt: skip
 
 

@@ -1011,6 +1011,74 @@ def deployable_curves(points: pd.DataFrame, x: str) -> pd.DataFrame:
     return points[several].sort_values([*keys, x], kind="stable")
 
 
+# ---------------------------------------------------------------------------------------------- grids
+
+# Keys of a grid point besides its facts; where one of them varies among the points, it splits them into panels.
+GRID_KEYS = ["variant", "budget", "division", "source"]
+
+
+def deployable_facts(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per deployable whose records carry facts (``RUN_KEYS``), one column per scalar fact (a number, a
+    text, a boolean) of its newest record; facts that are lists or mappings (per-layer bit widths) are left out."""
+    if runs.empty or "facts" not in runs:
+        return pd.DataFrame(columns=RUN_KEYS)
+    rows = runs[runs["facts"] != "{}"].sort_values("timestamp", kind="stable")
+    newest = rows.drop_duplicates(RUN_KEYS, keep="last")
+    scalars = [{name: value for name, value in json.loads(text).items() if isinstance(value, int | float | str)}
+               for text in newest["facts"]]  # fmt: skip
+    return pd.concat([newest[RUN_KEYS].reset_index(drop=True), pd.DataFrame(scalars)], axis=1)
+
+
+def is_number_column(column: pd.Series) -> bool:
+    """Numbers (not booleans, which name a choice) in every row."""
+    values = column.dropna()
+    return len(values) == len(column) and all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_) for v in values
+    )
+
+
+def grid_axes(points: pd.DataFrame, facts: Sequence[str]) -> list[str]:
+    """The ``facts`` that are numbers taking more than one value among ``points``: what a grid is drawn over."""
+    return [fact for fact in facts if is_number_column(points[fact]) and points[fact].nunique() > 1]
+
+
+def grid_methods(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Method -> the tasks on which its deployables' facts hold a grid axis (:func:`grid_axes`): the methods
+    that ran a sweep as many deployables (a depth x width grid, sub-networks by width), whatever the facts."""
+    facts = deployable_facts(runs)
+    found: dict[str, list[str]] = {}
+    for (method, task), rows in facts.groupby(["method", "task"], sort=True):
+        rows = rows.dropna(axis=1, how="all")
+        if grid_axes(rows, [c for c in rows.columns if c not in RUN_KEYS]):
+            found.setdefault(method, []).append(task)
+    return found
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One method's deployables on one task as points of a grid: ``points`` has the run keys, a column per fact
+    (``facts``), each metric's mean and ``<metric> std`` over seeds, ``seeds`` and ``panel``, a label of what
+    else sets a point apart (the other facts that vary, a variant: ``form=deep``; '' where nothing does)."""
+
+    points: pd.DataFrame
+    facts: list[str]
+    axes: list[str]
+
+
+def grid(tidy: pd.DataFrame, runs: pd.DataFrame, method: str, task: str, axes: Sequence[str] = ()) -> Grid:
+    """The grid of ``method``'s deployables on ``task`` (our measurements only), drawn over ``axes`` (default: the
+    first two of :func:`grid_axes`); every other fact or key that varies among the points makes their ``panel``."""
+    facts = deployable_facts(runs[(runs["method"] == method) & (runs["task"] == task)]).dropna(axis=1, how="all")
+    rows = tidy[(tidy["method"] == method) & (tidy["task"] == task) & ~is_reference(tidy)]
+    points = overview_table(rows, metrics=None).merge(facts, on=RUN_KEYS, how="inner")
+    named = [c for c in facts.columns if c not in RUN_KEYS]
+    shown = list(axes) or grid_axes(points, named)[:2]
+    split = [c for c in [*named, *GRID_KEYS] if c not in shown and points[c].nunique() > 1]
+    labels = [points[c].map(lambda value, c=c: f"{c}={value}") for c in split]
+    panel = functools.reduce(lambda a, b: a + " · " + b, labels) if labels else pd.Series("", index=points.index)
+    return Grid(points.assign(panel=panel), named, shown)
+
+
 # -------------------------------------------------------------------------------------- method, compare
 
 def method_abouts(runs: pd.DataFrame) -> dict[str, dict]:

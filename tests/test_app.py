@@ -15,7 +15,7 @@ from effbench.records import Record
 from effbench.track import Metric
 from leaderboard import command, tables
 from leaderboard.app import PAGES
-from tests.test_leaderboard_tables import complexity_record, make_record, save_all
+from tests.test_leaderboard_tables import complexity_record, grid_records, make_record, save_all
 
 APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 PAPER = "paper: He et al. 2016"
@@ -199,6 +199,46 @@ def test_method_page_of_a_method_nothing_describes(results):
     app.selectbox(key="method").set_value("bnn-toy").run()
     assert any("Neither this checkout's registry nor the method's records" in c for c in captions(app))
     assert "Training curves" not in [h.value for h in app.subheader]
+
+
+def chart_spec(app: AppTest) -> dict:
+    (chart,) = app.get("vega_lite_chart")
+    return json.loads(chart.proto.spec)
+
+
+def marks(spec: dict) -> list[str]:
+    """The mark types of a chart, inside its facet and layers."""
+    spec = spec.get("spec", spec)
+    layers = spec.get("layer", [spec])
+    return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in layers]
+
+
+def test_grid_page_draws_quality_as_a_heat_map_over_two_facts_one_panel_per_other_fact(tmp_path, monkeypatch):
+    save_all(tmp_path, [*grid_records(), make_record("resnet-cifar")])
+    monkeypatch.setenv(tables.RESULTS_ENV, str(tmp_path))
+    app = open_app("Grid")
+    assert app.selectbox(key="grid_method").options == ["grid-toy"]  # resnet-cifar has no deployables' facts
+    spec = chart_spec(app)
+    assert marks(spec) == ["rect", "text"] and spec["facet"]["column"]["field"] == "panel"
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["deployable", "depth", "form", "width", "top1", "seeds"] and len(table) == 8
+    row = table.set_index("deployable").loc["shallow-depth2-width32"]
+    assert (row["depth"], row["width"], row["top1"]) == (2, 32, "0.743 ± 0.001")
+
+
+def test_grid_page_draws_a_curve_over_the_one_fact_that_is_a_number(tmp_path, monkeypatch):
+    records = [replace(record, facts={"depth": record.facts["depth"]}) for record in grid_records()
+               if record.facts["form"] == "deep" and record.facts["width"] == 16]  # fmt: skip
+    save_all(tmp_path, records)
+    monkeypatch.setenv(tables.RESULTS_ENV, str(tmp_path))
+    app = open_app("Grid")
+    assert marks(chart_spec(app)) == ["line"]
+    assert app.dataframe[0].value["depth"].tolist() == [1, 2]
+
+
+def test_grid_page_says_when_no_method_ran_a_grid(results):
+    app = open_app("Grid")
+    assert "hold no grid" in app.info[0].value and not app.get("vega_lite_chart")
 
 
 def test_compare_page_puts_two_to_four_methods_side_by_side(results):

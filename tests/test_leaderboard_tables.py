@@ -522,3 +522,57 @@ def test_the_project_in_the_current_folder_is_the_default_else_the_checkout(tmp_
     assert not tables.has_records(tmp_path / "results")
     save_all(tmp_path / "results" / "mine", [make_record()])
     assert tables.has_records(tmp_path / "results" / "mine")
+
+
+# --------------------------------------------------------------------------------------------- grids
+
+
+def grid_record(form: str, depth: int, width: int, top1: float, seed: int = 0, **facts) -> Record:
+    """An accuracy record of one deployable of a depth x width grid, its coordinates as facts."""
+    name = f"{form}-depth{depth}-width{width}"
+    record = make_record("grid-toy", top1, seed)
+    return replace(record, deployable=name, config_hash=stable_hash([record.config_hash, name]),
+                   facts={"depth": depth, "width": width, "form": form, **facts})  # fmt: skip
+
+
+def grid_top1(form: str, depth: int, width: int, seed: int) -> float:
+    return 0.5 + 0.1 * depth + 0.001 * width + 0.01 * (form == "shallow") + 0.002 * seed
+
+
+def grid_records() -> list[Record]:
+    """Both forms at depths 1, 2 and widths 16, 32, two seeds each."""
+    return [grid_record(form, depth, width, grid_top1(form, depth, width, seed), seed)
+            for form in ("deep", "shallow") for depth in (1, 2) for width in (16, 32) for seed in (0, 1)]  # fmt: skip
+
+
+def test_a_method_whose_deployables_record_numbers_that_vary_is_a_grid_on_its_task():
+    runs = tables.record_frames([*grid_records(), make_record("mlp"),
+                                 replace(make_record("one-point", seed=3), facts={"depth": 2, "form": "deep"})]).runs
+    assert tables.grid_methods(runs) == {"grid-toy": ["digits"]}  # one point, or no facts, is no grid
+
+
+def test_the_grid_places_each_deployable_at_its_facts_and_panels_it_by_the_facts_that_are_not_axes():
+    frames = tables.record_frames(grid_records())
+    grid = tables.grid(frames.tidy, frames.runs, "grid-toy", "digits")
+    assert grid.facts == ["depth", "form", "width"] and grid.axes == ["depth", "width"]
+    points = grid.points.set_index("deployable")
+    assert len(points) == 8 and set(points["panel"]) == {"form=deep", "form=shallow"}
+    point = points.loc["shallow-depth2-width32"]
+    assert (point["depth"], point["width"], point["form"], point["seeds"]) == (2, 32, "shallow", 2)
+    assert point["top1"] == pytest.approx(grid_top1("shallow", 2, 32, 0.5))  # the mean over the two seeds
+    assert point["top1 std"] == pytest.approx(0.002 / math.sqrt(2))
+
+
+def test_chosen_axes_put_every_other_varying_fact_in_the_panel():
+    frames = tables.record_frames(grid_records())
+    grid = tables.grid(frames.tidy, frames.runs, "grid-toy", "digits", ["depth"])
+    assert grid.axes == ["depth"]
+    assert grid.points.set_index("deployable").loc["deep-depth1-width16", "panel"] == "form=deep · width=16"
+
+
+def test_booleans_and_texts_are_never_grid_axes():
+    records = [replace(grid_record("deep", 1, 16, 0.5), facts={"pruned": True, "form": "deep"}),
+               replace(grid_record("deep", 2, 16, 0.6), facts={"pruned": False, "form": "shallow"})]  # fmt: skip
+    frames = tables.record_frames(records)
+    assert tables.grid_methods(frames.runs) == {}
+    assert tables.grid_axes(tables.deployable_facts(frames.runs), ["pruned", "form"]) == []

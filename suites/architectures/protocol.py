@@ -86,6 +86,11 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("digits", "shallow-again:width=33", "resnet-cifar"),
+    SizedRun("digits", "shallow-again:form=deep,width=33", "resnet-cifar"),
+    # Not sized: the grid spans depths and widths (its main deployable, shallow at depth 4 and width 32, costs
+    # 0.94x resnet-cifar's MACs on digits).
+    SizedRun("digits", "deep-wide-grid"),
     SizedRun("sr-photos-x3", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn:filters1=19", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn"),
