@@ -79,6 +79,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits-seq", "lstm:units=190", "lrcn"),
     SizedRun("listops-short", "tiny-transformer"),
     SizedRun("listops-short", "macaron:hidden=64", "tiny-transformer"),
+    SizedRun("listops-short", "moe-switch:hidden=101", "tiny-transformer"),
     SizedRun("digits", "resnet-cifar"),
     SizedRun("digits", "evonorm", "resnet-cifar"),
     SizedRun("digits", "evonorm:variant=s0", "resnet-cifar"),
