@@ -142,7 +142,7 @@ def test_width_multiplier_scales_channels():
 
 # The conv backbones; the MLPs, the tiny transformer (patch tokens, tested on their own), the LSTM, the set
 # classifier and the cross networks have no windows.
-NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "lstm", "lcm", "fcn-cross"}
+NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "macaron", "moe-switch", "lstm", "lcm", "fcn-cross"}
 
 
 @pytest.mark.parametrize("slug", sorted(set(SLUGS) - NOT_CONV))

@@ -365,6 +365,29 @@ def test_metrics_names_units_and_per_layer_scope():
     assert scoped == [(name, "fc") for name in ("params", "macs", "flops", "bops", "ops", "size_bits")]
 
 
+class HalfActiveDense(L.Dense):
+    """A dense layer that, per input, runs only half of its output units (as a routed layer would)."""
+
+    def effbench_active_macs(self, inputs, outputs):
+        return inputs[0][-1] * self.units // 2
+
+
+def test_a_layer_that_declares_its_active_macs_adds_them_beside_the_macs_the_graph_executes():
+    x = keras.Input((5,))
+    routed, dense = HalfActiveDense(4, name="routed"), L.Dense(3, name="fc")
+    report = count_complexity(keras.Model(x, dense(routed(x))))
+    assert report.conditional and (report.macs, report.macs_active) == (20 + 12, 10 + 12)
+    assert (report.row("routed").macs_active, report.row("fc").macs_active) == (10, 12)
+    assert {m.name: m.value for m in report.metrics() if not m.scope}["macs_active"] == 22
+
+
+def test_a_model_without_conditional_layers_reports_no_active_macs():
+    x = keras.Input((5,))
+    report = count_complexity(keras.Model(x, L.Dense(3)(x)))
+    assert not report.conditional and report.macs_active == report.macs
+    assert "macs_active" not in {m.name for m in report.metrics()}
+
+
 def test_zeros_shrink_the_nonzero_macs_of_kernel_layers_only_in_proportion_and_structure_shrinks_the_model():
     """ShrinkBench's counts: a conv with 3/4 of its kernel zero computes 1/4 of its MACs; attention products stay."""
     x = keras.Input((6, 6, 2))

@@ -84,6 +84,15 @@ BOPs, OPs, size, params, sparsity
   and thresholds) is not part of the deployed model and is excluded from params and size.
 * sparsity = fraction of zero values among kernel elements.
 
+Active MACs (conditional computation)
+-------------------------------------
+* macs_active: the MACs one input runs, where a layer computes only part of itself per input (a mixture of
+  experts routes each token to one expert). Such a layer declares
+  ``effbench_active_macs(input_shapes, output_shapes) -> int`` beside its ``effbench_cost``, per example from
+  the call's shapes as that one is; every other layer's active MACs are its MACs. Reported only for a model
+  with such a layer (``ComplexityReport.conditional``), so the records of every other model are unchanged;
+  ``macs`` stays what the graph executes. ``moe-switch`` (``suites/architectures/moe_switch.py``) declares it.
+
 Sparse counts (ShrinkBench's, Blalock et al. 2020)
 --------------------------------------------------
 * macs_nonzero: per layer whose MACs are all kernel MACs (conv, transposed conv, depthwise, dense,
@@ -139,6 +148,8 @@ class LayerComplexity:
     kernel_nonzero: int = 0
     macs: int = 0
     macs_nonzero: int = 0
+    macs_active: int = 0
+    conditional: bool = False
     flops: int = 0
     w_bits: int = FLOAT_BITS
     a_bits: int = FLOAT_BITS
@@ -150,7 +161,7 @@ class LayerComplexity:
 
 _TOTALLED = (
     "params", "params_trainable", "params_nonzero", "kernel_params", "kernel_nonzero",
-    "macs", "macs_nonzero", "flops", "bops", "ops", "size_bits",
+    "macs", "macs_nonzero", "macs_active", "flops", "bops", "ops", "size_bits",
 )
 _PER_LAYER = (
     ("params", "count"), ("macs", "count"), ("flops", "count"), ("bops", "count"), ("ops", "count"),
@@ -170,6 +181,7 @@ METRICS = (
     MetricSpec("params_nonzero", "count", "lower", "cost"),
     MetricSpec("sparsity", "ratio", "higher", "cost"),
     MetricSpec("macs_nonzero", "count", "lower", "cost"),
+    MetricSpec("macs_active", "count", "lower", "cost"),
     MetricSpec("flops_nonzero", "count", "lower", "cost"),
     MetricSpec("compression_ratio", "ratio", "higher", "cost"),
     MetricSpec("theoretical_speedup", "ratio", "higher", "cost"),
@@ -231,6 +243,15 @@ class ComplexityReport:
         return self.total("macs_nonzero")
 
     @property
+    def macs_active(self) -> int:
+        return self.total("macs_active")
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some layer computes only part of itself per input (declares its active MACs)."""
+        return any(row.conditional for row in self.layers)
+
+    @property
     def flops_nonzero(self) -> int:
         return self.flops - 2 * (self.macs - self.macs_nonzero)
 
@@ -272,6 +293,8 @@ class ComplexityReport:
             Metric("compression_ratio", float(self.compression_ratio), "ratio"),
             Metric("theoretical_speedup", float(self.theoretical_speedup), "ratio"),
         ]
+        if self.conditional:
+            out.append(Metric("macs_active", self.macs_active, "count"))
         for row in self.layers:
             values = [(name, unit, getattr(row, name)) for name, unit in _PER_LAYER]
             if any(value for _, _, value in values):
@@ -447,6 +470,13 @@ def _declared_cost(layer: keras.layers.Layer, call: _Call) -> Cost:
     inputs = [_known(shape, layer) for shape in call.inputs]
     outputs = [_known(shape, layer) for shape in call.outputs]
     return layer.effbench_cost(inputs, outputs)
+
+
+def _declared_active_macs(layer: keras.layers.Layer, call: _Call) -> int:
+    """A conditional layer's MACs per input: ``effbench_active_macs(input_shapes, output_shapes)``."""
+    inputs = [_known(shape, layer) for shape in call.inputs]
+    outputs = [_known(shape, layer) for shape in call.outputs]
+    return layer.effbench_active_macs(inputs, outputs)
 
 
 def _per_element(cost: int) -> Callable[[keras.layers.Layer, _Call], Cost]:
@@ -663,6 +693,10 @@ class _Counter:
         row.macs_nonzero = macs
         if cost in _KERNEL_MACS and row.kernel_params:
             row.macs_nonzero = macs * row.kernel_nonzero // row.kernel_params
+        row.macs_active = macs
+        if hasattr(inner, "effbench_active_macs"):
+            row.conditional = True
+            row.macs_active = sum(_declared_active_macs(inner, call) for call in calls) * repeats
         row.flops = 2 * macs + sum(e for _, e in costs) * repeats
         row.bops = macs * row.w_bits * row.a_bits
         row.ops = operations(macs, row.w_bits, row.a_bits)

@@ -15,15 +15,29 @@ The core counts its own operations for the complexity track (``effbench_cost``):
 :math:`PV` are :math:`T^2 d` MACs each over all heads, the softmax 3 ops per score and the
 :math:`1/\sqrt{d}` scaling one per query element; ``effbench_bits`` gives the bit widths of those
 matrix products' operands (32, 32 for the float core; a binary core declares its own).
+
+The transformer architectures (``tiny-transformer``, ``macaron``, ``moe-switch``, ``rmt``) share
+:class:`TransformerArchitecture`: tokens (:func:`patches` embedded by a Dense layer, or, on a task of
+ids, one :class:`~keras.layers.Embedding` row per id), positions, ``depth`` blocks of the method's own
+:meth:`TransformerArchitecture.block`, a final LayerNorm, the mean over tokens and the logits. Blocks are
+made of :func:`pre_norm_residual` sublayers, :math:`x \leftarrow x + s\,f(\mathrm{LN}(x))`, with
+:func:`self_attention` or :func:`mlp` as :math:`f`.
 Private module (the registry skips names starting with ``_``).
 """
 
 from __future__ import annotations
 
+import abc
 import math
+from collections.abc import Callable
 from typing import Any
 
+from effbench.method import ArchitectureMethod
+from effbench.registry import TaskSpec
 from effbench.tf import keras, tf
+from suites.architectures._layers import logits_model, model_name
+
+Sublayer = Callable[[tf.Tensor], tf.Tensor]
 
 
 @keras.utils.register_keras_serializable(package="effbench")
@@ -115,3 +129,89 @@ def patches(inputs: tf.Tensor, patch: int) -> tf.Tensor:
     x = keras.layers.Reshape((height // patch, patch, width // patch, patch * channels))(inputs)
     x = keras.layers.Permute((1, 3, 2, 4))(x)
     return keras.layers.Reshape(((height // patch) * (width // patch), patch * patch * channels), name="patches")(x)
+
+
+def token_grid(input_shape: tuple[int, ...], patch: int, vocabulary: int) -> tuple[int, int]:
+    """(rows, columns) of the tokens :func:`embedded_tokens` makes, in row-major order: (L, 1) on ids and vectors."""
+    if vocabulary:
+        return input_shape[0], 1
+    if len(input_shape) == 1:
+        return input_shape[0] // patch, 1
+    return input_shape[0] // patch, input_shape[1] // patch
+
+
+def embedded_tokens(inputs: tf.Tensor, dim: int, patch: int, vocabulary: int) -> tf.Tensor:
+    """(batch, tokens, ``dim``): one embedding row per id when the task has a ``vocabulary``, else patches."""
+    if vocabulary:
+        if len(inputs.shape) != 2:
+            raise ValueError(f"ids come as (L,) vectors; got input shape {tuple(inputs.shape[1:])}")
+        # Ids arrive as float32 (as every task input does); the layer casts them to int32.
+        return keras.layers.Embedding(vocabulary, dim, name="token_embedding")(inputs)
+    return keras.layers.Dense(dim, name="patch_embedding")(patches(inputs, patch))
+
+
+def pre_norm_residual(x: tf.Tensor, name: str, sublayer: Sublayer, scale: float = 1.0) -> tf.Tensor:
+    r""":math:`x + s\,f(\mathrm{LN}(x))`, of layers ``{name}_norm``, ``{name}_scale`` (s != 1), ``{name}_residual``."""
+    update = sublayer(keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm")(x))
+    if scale != 1.0:
+        update = keras.layers.Rescaling(scale, name=f"{name}_scale")(update)
+    return keras.layers.Add(name=f"{name}_residual")([x, update])
+
+
+def self_attention(heads: int, name: str, core: keras.layers.Layer | None = None) -> Sublayer:
+    """Dense ``{name}_query``, ``_key``, ``_value``, the core (``{name}_attention``), Dense ``{name}_output``."""
+
+    def attend(normed: tf.Tensor) -> tf.Tensor:
+        dim = normed.shape[-1]
+        parts = ("query", "key", "value")
+        query, key, value = (keras.layers.Dense(dim, name=f"{name}_{part}")(normed) for part in parts)
+        attended = (core or AttentionCore(heads, name=f"{name}_attention"))([query, key, value])
+        return keras.layers.Dense(dim, name=f"{name}_output")(attended)
+
+    return attend
+
+
+def mlp(hidden: int, name: str) -> Sublayer:
+    """Dense ``{name}_in`` (``hidden`` units, GELU) and Dense ``{name}_out`` back to the input width."""
+
+    def transform(normed: tf.Tensor) -> tf.Tensor:
+        inner = keras.layers.Dense(hidden, activation=gelu_tanh, name=f"{name}_in")(normed)
+        return keras.layers.Dense(normed.shape[-1], name=f"{name}_out")(inner)
+
+    return transform
+
+
+class TransformerArchitecture(ArchitectureMethod):
+    """Tokens, positions, ``depth`` blocks of :meth:`block`, final LayerNorm, token mean, logits.
+
+    Options every subclass has: ``dim``, ``depth``, ``heads``, ``patch``. On a task of ids (``spec.vocabulary``)
+    :meth:`build_for` embeds every id as one token; :meth:`build` (a shape only) cuts patches.
+    """
+
+    def build_for(self, spec: TaskSpec) -> keras.Model:
+        return self.build_with(spec.input_shape, spec.num_classes, spec.vocabulary)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+        return self.build_with(input_shape, num_classes, 0)
+
+    def build_with(self, input_shape: tuple[int, ...], num_classes: int, vocabulary: int) -> keras.Model:
+        dim, heads = self.options["dim"], self.options["heads"]
+        if dim % heads:
+            raise ValueError(f"{self.spec.slug}: dim {dim} is not divisible by heads {heads}")
+        inputs = keras.Input(shape=input_shape)
+        x = embedded_tokens(inputs, dim, self.options["patch"], vocabulary)
+        x = self.positions(x)
+        grid = token_grid(input_shape, self.options["patch"], vocabulary)
+        for block in range(self.options["depth"]):
+            x = self.block(x, f"block{block}", grid)
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+        x = keras.layers.GlobalAveragePooling1D(name="token_mean")(x)
+        return logits_model(inputs, x, num_classes, model_name(self.spec.slug, self.options))
+
+    def positions(self, tokens: tf.Tensor) -> tf.Tensor:
+        """Where a token is: a learned embedding per position (ViT's); a method with another scheme overrides it."""
+        return PositionEmbedding(name="positions")(tokens)
+
+    @abc.abstractmethod
+    def block(self, x: tf.Tensor, name: str, grid: tuple[int, int]) -> tf.Tensor:
+        """One block on (batch, tokens, dim) tokens laid out as ``grid`` (rows, columns); layer names start ``name``."""
