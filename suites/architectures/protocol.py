@@ -85,6 +85,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "oneway-conv"),
     SizedRun("digits", "astroformer:width=18", "resnet-cifar"),
     SizedRun("digits", "halonet:width=22", "resnet-cifar"),
+    SizedRun("digits", "overlock:width=22", "resnet-cifar"),
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
