@@ -59,6 +59,11 @@ class Geometry:
     def kernel(self, size: int) -> tuple[int, int]:
         return (size, 1) if self.is_vector else (size, size)
 
+    def rectangle(self, height: int, width: int) -> tuple[int, int]:
+        """A ``height x width`` kernel on images; ``(height, 1)`` on vectors, whose unit axis has nothing to span:
+        a factorised ``1 x k`` then ``k x 1`` pair becomes a pointwise conv then a ``k x 1`` one."""
+        return (height, 1) if self.is_vector else (height, width)
+
     def stride(self, step: int, x: tf.Tensor) -> tuple[int, int]:
         """``step`` along each spatial axis of ``x`` that keeps ``MIN_SPATIAL`` positions, else 1."""
         return axis_strides(step, (x.shape[1], x.shape[2]))
@@ -145,6 +150,21 @@ def basic_block(
     residual = conv_bn_act(residual, channels, geometry.kernel(3), activation=None)
     x = keras.layers.Add()([shortcut(x, channels, strides), residual])
     return keras.layers.ReLU()(x)
+
+
+def squeeze_excitation(x: tf.Tensor, ratio: float = 0.25) -> tf.Tensor:
+    """Squeeze-and-excitation (Hu et al. 2018): each channel of ``x`` times a gate computed from all channels' means,
+
+        s = mean_{i,j} x,   g = sigmoid(W2 relu(W1 s + b1) + b2),   y_{i,j,c} = x_{i,j,c} g_c,
+
+    W1 reducing the C channels to ``max(1, int(C * ratio))``. 1x1 convs on the kept (1, 1, C) mean, as the
+    official ResNet-RS and EfficientNet code write it.
+    """
+    channels = x.shape[-1]
+    squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    squeezed = keras.layers.Conv2D(max(1, int(channels * ratio)), 1, activation="relu")(squeezed)
+    gates = keras.layers.Conv2D(channels, 1, activation="sigmoid")(squeezed)
+    return keras.layers.Multiply()([x, gates])
 
 
 def model_name(slug: str, options: Mapping[str, Any]) -> str:
