@@ -83,6 +83,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "selu-snn", "resnet-cifar"),
     SizedRun("digits", "ibn-net", "resnet-cifar"),
     SizedRun("digits", "oneway-conv"),
+    SizedRun("digits", "gcr", "resnet-cifar"),
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
