@@ -194,6 +194,7 @@ def riemannian(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimi
     summary="a backbone whose classes are k-dim subspaces (logit: projection norm), trained by Riemannian SGD "
     "on the Grassmannian; small-faithful",
     taxonomy=Taxonomy(applied="architecture"),
+    scale="small-faithful",
 )
 class GrassmannClassRepresentation(DropInArchitecture):
     default_options: ClassVar[dict[str, Any]] = {
