@@ -84,6 +84,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "ibn-net", "resnet-cifar"),
     SizedRun("digits", "oneway-conv"),
     SizedRun("digits", "gcr", "resnet-cifar"),
+    SizedRun("digits", "poincare-resnet", "resnet-cifar"),
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
