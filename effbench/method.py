@@ -263,7 +263,16 @@ class ArchitectureMethod(Method):
         """
         return self.build(spec.input_shape, spec.num_classes)
 
+    def training_optimizer(self, recipe_optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+        """The optimizer :meth:`run` trains with, given the one the task's recipe makes: that one, by default.
+
+        An architecture whose weights live on a manifold that the recipe's update would leave (class subspaces,
+        orthonormal bases) returns an optimizer that moves those along the manifold and the others as the
+        recipe's does, with the recipe's schedule: the training loop and the modifiers stay the core's.
+        """
+        return recipe_optimizer
+
     def run(self, context: TrainContext) -> Artifact:
         model = self.build_for(context.task.spec)
-        history, seconds = fit(model, context)
+        history, seconds = fit(model, context, optimizer=self.training_optimizer)
         return Artifact(model=model, history=history, train_seconds=seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -52,11 +52,21 @@ def task_loss(spec: TaskSpec) -> keras.losses.Loss:
     return keras.losses.MeanSquaredError()
 
 
-def compile_for_recipe(model: keras.Model, context: TrainContext, loss: keras.losses.Loss | None = None) -> None:
+# What a method may put in place of the recipe's optimizer: a function of it (see ``fit``).
+OptimizerChoice = Callable[[keras.optimizers.Optimizer], keras.optimizers.Optimizer]
+
+
+def compile_for_recipe(
+    model: keras.Model,
+    context: TrainContext,
+    loss: keras.losses.Loss | None = None,
+    optimizer: OptimizerChoice | None = None,
+) -> None:
     steps_per_epoch = -(-len(context.splits.x_train) // context.recipe.batch_size)
     metric = context.task.spec.quality.training_metric
+    recipe_optimizer = context.recipe.make_optimizer(steps_per_epoch)
     model.compile(
-        optimizer=context.recipe.make_optimizer(steps_per_epoch),
+        optimizer=optimizer(recipe_optimizer) if optimizer else recipe_optimizer,
         loss=loss or task_loss(context.task.spec),
         metrics=[metric] if metric else [],
     )
@@ -197,15 +207,18 @@ def fit(
     context: TrainContext,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     loss: keras.losses.Loss | None = None,
+    optimizer: OptimizerChoice | None = None,
 ) -> tuple[dict[str, list[float]], float]:
     """Compile ``model`` for the recipe and train it; return the per-epoch history and wall seconds.
 
     The history has Keras's curves plus ``epoch_seconds``. The run's training modifiers wrap ``model``
     first (each trains it through a model of its own, such as a distiller); ``model`` is what is trained.
+    ``optimizer``, where given, maps the recipe's optimizer to the one that trains (one that updates some
+    weights its own way, such as a Riemannian step for weights on a manifold, and keeps the recipe's schedule).
     """
     for modifier in context.modifiers:
         model = modifier.training_model(model, context)
-    compile_for_recipe(model, context, loss)
+    compile_for_recipe(model, context, loss, optimizer)
     started = time.perf_counter()
     history = model.fit(
         **training_input(context),

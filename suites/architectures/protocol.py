@@ -92,6 +92,8 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "resnet-rs:base=14", "resnet-cifar"),
     SizedRun("digits", "inception-resnet:width=45", "resnet-cifar"),
     SizedRun("digits", "nasnet:filters=13", "resnet-cifar"),
+    SizedRun("digits", "gcr", "resnet-cifar"),
+    SizedRun("digits", "poincare-resnet", "resnet-cifar"),
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
