@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from effbench.graph import rewrite
 from effbench.method import ArchitectureMethod, MethodRef
 from effbench.registry import TaskSpec
-from effbench.tf import keras
+from effbench.tf import keras, tf
 from suites.architectures._layers import model_name
 
 DEFAULT_BACKBONE = "resnet-cifar"
@@ -42,6 +42,25 @@ def is_rectifier(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return True
     return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in RECTIFIERS
+
+
+def channel_groups(channels: int, groups: int) -> int:
+    """The largest group count at most ``groups`` that divides ``channels`` (group norms' official rule)."""
+    return next(count for count in range(min(groups, channels), 0, -1) if channels % count == 0)
+
+
+def grouped(inputs: tf.Tensor, groups: int) -> tf.Tensor:
+    """(batch, ..., C) -> (batch, ..., ``groups``, C / ``groups``), with static sizes but the batch's.
+
+    Static sizes keep the flatbuffer free of SHAPE / BROADCAST_TO ops.
+    """
+    channels = inputs.shape[-1]
+    return tf.reshape(inputs, [-1, *inputs.shape[1:-1], groups, channels // groups])
+
+
+def group_axes(inputs: tf.Tensor) -> list[int]:
+    """The axes of ``grouped(inputs, ...)`` that one group's statistics run over: positions and its channels."""
+    return [*range(1, inputs.shape.rank - 1), inputs.shape.rank]
 
 
 def _fresh_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
