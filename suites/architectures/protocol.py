@@ -90,6 +90,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "bcn-ws:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("mnist1d", "mlp"),
     SizedRun("mnist1d", "snnk:features=94", "mlp"),
+    SizedRun("mnist1d", "s-kan:units=60", "mlp"),
     SizedRun("sr-photos-x3", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn:filters1=19", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn"),
