@@ -18,10 +18,12 @@ from typing import Any, ClassVar
 from effbench.graph import rewrite
 from effbench.method import ArchitectureMethod, MethodRef
 from effbench.registry import TaskSpec
-from effbench.tf import keras
+from effbench.tf import keras, tf
 from suites.architectures._layers import model_name
 
 DEFAULT_BACKBONE = "resnet-cifar"
+DEFAULT_DENSE_BACKBONE = "mlp"
+LOGITS = "logits"  # the name every backbone gives its output layer (suites/architectures/_layers.py)
 RECTIFIERS = {"relu", "relu6"}
 
 
@@ -42,6 +44,30 @@ def is_rectifier(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return True
     return isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] in RECTIFIERS
+
+
+def is_hidden_dense(layer: keras.layers.Layer) -> bool:
+    """A plain ``Dense`` layer other than the backbone's logits."""
+    return type(layer) is keras.layers.Dense and layer.name != LOGITS
+
+
+def channel_groups(channels: int, groups: int) -> int:
+    """The largest group count at most ``groups`` that divides ``channels`` (group norms' official rule)."""
+    return next(count for count in range(min(groups, channels), 0, -1) if channels % count == 0)
+
+
+def grouped(inputs: tf.Tensor, groups: int) -> tf.Tensor:
+    """(batch, ..., C) -> (batch, ..., ``groups``, C / ``groups``), with static sizes but the batch's.
+
+    Static sizes keep the flatbuffer free of SHAPE / BROADCAST_TO ops.
+    """
+    channels = inputs.shape[-1]
+    return tf.reshape(inputs, [-1, *inputs.shape[1:-1], groups, channels // groups])
+
+
+def group_axes(inputs: tf.Tensor) -> list[int]:
+    """The axes of ``grouped(inputs, ...)`` that one group's statistics run over: positions and its channels."""
+    return [*range(1, inputs.shape.rank - 1), inputs.shape.rank]
 
 
 def _fresh_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
@@ -74,3 +100,16 @@ class DropInArchitecture(ArchitectureMethod):
     def rebuilt(self, backbone: keras.Model) -> keras.Model:
         model = rewrite(backbone, self.replace, transfer=_fresh_weights)
         return keras.Model(model.inputs, model.outputs, name=model_name(self.spec.slug, self.options))
+
+
+class DenseDropIn(DropInArchitecture):
+    """A replacement for each hidden ``Dense`` of a backbone (default ``mlp``); the logits layer stays."""
+
+    default_options: ClassVar[dict[str, Any]] = {"backbone": DEFAULT_DENSE_BACKBONE}
+
+    @abc.abstractmethod
+    def dense_replacement(self, layer: keras.layers.Dense) -> keras.layers.Layer:
+        """The layer to put in place of the hidden Dense ``layer`` (its activation included), named as it is."""
+
+    def replace(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        return self.dense_replacement(layer) if is_hidden_dense(layer) else None

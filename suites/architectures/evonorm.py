@@ -29,7 +29,15 @@ from typing import Any, ClassVar
 
 from effbench.registry import Paper, Taxonomy, register_method
 from effbench.tf import keras, tf
-from suites.architectures._dropin import DropInArchitecture, inbound_layers, is_rectifier, outbound_layers
+from suites.architectures._dropin import (
+    DropInArchitecture,
+    channel_groups,
+    group_axes,
+    grouped,
+    inbound_layers,
+    is_rectifier,
+    outbound_layers,
+)
 
 VARIANTS = ("b0", "s0")
 Shape = tuple[int, ...]
@@ -66,7 +74,7 @@ class EvoNorm(keras.layers.Layer):
             self.moving_variance = self.add_weight(
                 name="moving_variance", shape=(channels,), initializer="ones", trainable=False
             )
-        self.channel_groups = next(g for g in range(min(self.groups, channels), 0, -1) if channels % g == 0)
+        self.channel_groups = channel_groups(channels, self.groups)
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
@@ -90,12 +98,8 @@ class EvoNorm(keras.layers.Layer):
 
     def _over_group_std(self, numerator: tf.Tensor, inputs: tf.Tensor) -> tf.Tensor:
         """``numerator`` divided by ``inputs``' standard deviation over each sample's channel group."""
-        channels = inputs.shape[-1]
-        # Static sizes but the batch's: the flatbuffer then has no SHAPE / BROADCAST_TO ops.
-        grouped_shape = [-1, *inputs.shape[1:-1], self.channel_groups, channels // self.channel_groups]
-        axes = [*range(1, inputs.shape.rank - 1), inputs.shape.rank]
-        variance = tf.math.reduce_variance(tf.reshape(inputs, grouped_shape), axis=axes, keepdims=True)
-        quotient = tf.reshape(numerator, grouped_shape) / tf.sqrt(variance + self.epsilon)
+        variance = tf.math.reduce_variance(grouped(inputs, self.channel_groups), axis=group_axes(inputs), keepdims=True)
+        quotient = grouped(numerator, self.channel_groups) / tf.sqrt(variance + self.epsilon)
         return tf.reshape(quotient, [-1, *inputs.shape[1:]])
 
     def effbench_cost(self, input_shapes: list[Shape], output_shapes: list[Shape]) -> tuple[int, int]:

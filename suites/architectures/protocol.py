@@ -102,6 +102,11 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     # Not sized: the grid spans depths and widths (its main deployable, shallow at depth 4 and width 32, costs
     # 0.94x resnet-cifar's MACs on digits).
     SizedRun("digits", "deep-wide-grid"),
+    SizedRun("digits", "bcn-ws", "resnet-cifar"),
+    SizedRun("digits", "bcn-ws:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("mnist1d", "mlp"),
+    SizedRun("mnist1d", "snnk:features=94", "mlp"),
+    SizedRun("mnist1d", "s-kan:units=60", "mlp"),
     SizedRun("sr-photos-x3", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn:filters1=19", "fcn-small"),
     SizedRun("sr-photos-x3", "espcn"),
