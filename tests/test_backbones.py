@@ -140,9 +140,9 @@ def test_width_multiplier_scales_channels():
     assert convs == [64, 64, 128, 128, 256, 256]
 
 
-# The conv backbones; the MLPs, the tiny transformer (patch tokens, tested on their own), the LSTM, the set
-# classifier and the cross networks have no windows.
-NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "lstm", "lcm", "fcn-cross"}
+# The conv backbones; the MLPs, the tiny transformer (patch tokens, tested on their own), the LSTMs (lstm,
+# fullsubnet-fast), the set classifier and the cross networks have no windows.
+NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "lstm", "lcm", "fcn-cross", "fullsubnet-fast"}
 
 
 @pytest.mark.parametrize("slug", sorted(set(SLUGS) - NOT_CONV))
