@@ -71,7 +71,7 @@ def method_about(spec: MethodSpec) -> dict:
 
 
 Direction = Literal["higher", "lower", "none"]
-TaskKind = Literal["classification", "segmentation", "super-resolution", "regression", "ctr"]
+TaskKind = Literal["classification", "segmentation", "super-resolution", "regression", "ctr", "enhancement"]
 # What one input is: an (H, W, C) image in [0, 1]; a real-valued vector (L,); a real-valued sequence (T, F);
 # frames, a sequence of images (T, H, W, C); a set, (N, F) elements in no order; tokens, (L,) integer ids
 # (0 = padding); categorical, (F,) integer ids of F fields. Ids are stored as float32 in [0, vocabulary).
@@ -113,6 +113,8 @@ TASK_KINDS: dict[str, KindSpec] = {
                  "mean squared error", "target values", "float32", ""),
         KindSpec("ctr", "auc", "higher", ("auc", "logloss"),
                  "binary cross-entropy of the click", "click: 1, or 0", "int32", "accuracy"),
+        KindSpec("enhancement", "si_snr", "higher", ("si_snr", "si_snri", "noisy_si_snr"),
+                 "mean squared error of the samples", "the clean signal, shaped like the input", "float32", ""),
     )
 }  # fmt: skip
 
@@ -124,8 +126,8 @@ class TaskSpec:
     ``kind`` says how it is trained and scored (:data:`TASK_KINDS`). ``num_classes``: classes of a
     classification, segmentation or CTR task (2: no click, click), 0 where labels are not classes.
     ``output_shape``: one example's label, ``()`` for a class index, ``(H, W)`` for per-pixel classes, the
-    image's shape for super-resolution. ``vocabulary``: for id inputs (``tokens``, ``categorical``), the size
-    of the id space; 0 for real-valued inputs.
+    image's shape for super-resolution, the input's shape for enhancement (the clean signal). ``vocabulary``:
+    for id inputs (``tokens``, ``categorical``), the size of the id space; 0 for real-valued inputs.
     """
 
     slug: str
@@ -169,6 +171,8 @@ def check_task_spec(spec: TaskSpec) -> None:
         problems.append(f"a '{spec.kind}' label is one class index: output_shape must be (), not {spec.output_shape}")
     if spec.kind in ("segmentation", "super-resolution") and len(spec.output_shape) != (2 if classes else 3):
         problems.append(f"output_shape {spec.output_shape} is not a {spec.kind} label's (see TaskSpec)")
+    if spec.kind == "enhancement" and spec.output_shape != spec.input_shape:
+        problems.append(f"an enhanced signal is shaped like the input {spec.input_shape}, not {spec.output_shape}")
     if problems:
         raise RegistryError(f"task '{spec.slug}': " + "; ".join(problems))
 

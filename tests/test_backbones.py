@@ -141,9 +141,10 @@ def test_width_multiplier_scales_channels():
 
 
 # The conv backbones; the MLPs and their dense drop-ins (snnk, s-kan), the tiny transformer and its variants
-# (patch tokens, tested on their own), the LSTM, the set classifier and the cross networks have no windows.
+# (patch tokens, tested on their own), the LSTMs (lstm, fullsubnet-fast), the set classifier and the cross
+# networks have no windows.
 NOT_CONV = {"mlp", "embedding-mlp", "tiny-transformer", "macaron", "moe-switch", "lstm", "lcm", "fcn-cross", "snnk",
-            "s-kan"}  # fmt: skip
+            "s-kan", "fullsubnet-fast"}  # fmt: skip
 
 
 @pytest.mark.parametrize("slug", sorted(set(SLUGS) - NOT_CONV))

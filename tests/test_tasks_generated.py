@@ -18,6 +18,7 @@ from effbench.tasks import (
     digit_sets,
     digits_seq,
     listops,
+    noisy_signals,
     seg_shapes,
     shapes32,
     sr_photos,
@@ -39,6 +40,7 @@ GENERATORS = {
     "digit-sets": lambda seed: dict(zip("xy", digit_sets.digit_sets(*digit_pools()[:2], 50, seed), strict=True)),
     "texture-patches": lambda seed: dict(zip("xy", texture_patches.texture_patches(seed, 0, 12), strict=True)),
     "digits-seq": lambda seed: dict(zip("xy", digits_seq.digit_sequences(*digit_pools()[:2], 50, seed), strict=True)),
+    "noisy-signals": lambda seed: _generated.drawn_splits(noisy_signals.noisy_pairs, seed, 40, 20),
 }
 
 

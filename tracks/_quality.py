@@ -26,6 +26,18 @@ its patches' MSEs) and its SSIM the mean of its patches', so every image counts 
 ``bicubic_psnr_y`` and ``bicubic_ssim_y`` score the task's reference (bicubic upsampling of the input) the
 same way.
 
+**Enhancement** (outputs and labels: signals shaped like the input, the label the clean signal). Per example,
+with the estimate :math:`\hat s` and the clean signal :math:`s`, both made zero-mean over their samples, the
+scale-invariant signal-to-noise ratio of Le Roux et al. ("SDR - half-baked or well done?", ICASSP 2019)
+
+.. math:: s_t = \frac{\langle \hat s, s \rangle}{\lVert s \rVert^2} s, \quad e = \hat s - s_t, \quad
+   \mathrm{SI\text{-}SNR} = 10 \log_{10} \frac{\lVert s_t \rVert^2}{\lVert e \rVert^2}
+
+(dB; both energies floored at 1e-10, so a silent or a perfect estimate gives a finite value); rescaling
+:math:`\hat s` by any positive factor leaves it unchanged. ``si_snr`` is its mean over the test examples,
+``noisy_si_snr`` the same for the task's reference (the unprocessed noisy input), and ``si_snri`` = ``si_snr``
+- ``noisy_si_snr``, the mean SI-SNR improvement.
+
 **Regression**: ``rmse``, ``mae`` over every output value;
 ``r2`` = :math:`1 - \sum (y - \hat y)^2 / \sum (y - \bar y)^2`.
 
@@ -201,6 +213,39 @@ def output_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of ``a`` against ``b`` over all values, peak 1 (two models' images in [0, 1])."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float(10.0 * np.log10(1.0 / max(mse, MIN_MSE)))
+
+
+# --------------------------------------------------------------------------------------------- enhancement
+
+
+def si_snr(estimates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """SI-SNR in dB per example of two (N, ...) arrays of signals (see the module docstring)."""
+    estimate = np.asarray(estimates, np.float64).reshape(len(estimates), -1)
+    target = np.asarray(targets, np.float64).reshape(len(targets), -1)
+    estimate = estimate - estimate.mean(axis=1, keepdims=True)
+    target = target - target.mean(axis=1, keepdims=True)
+    energy = np.maximum(np.sum(target**2, axis=1, keepdims=True), MIN_MSE)
+    projection = np.sum(estimate * target, axis=1, keepdims=True) / energy * target
+    error = estimate - projection
+    ratio = np.maximum(np.sum(projection**2, axis=1), MIN_MSE) / np.maximum(np.sum(error**2, axis=1), MIN_MSE)
+    return 10.0 * np.log10(ratio)
+
+
+def enhancement_metrics(
+    outputs: np.ndarray, targets: np.ndarray, reference: np.ndarray | None = None
+) -> list[Metric]:
+    value = float(np.mean(si_snr(outputs, targets)))
+    metrics = [Metric("si_snr", value, "dB")]
+    if reference is not None:
+        baseline = float(np.mean(si_snr(reference, targets)))
+        metrics += [Metric("noisy_si_snr", baseline, "dB"), Metric("si_snri", value - baseline, "dB")]
+    return [*metrics, Metric("test_samples", len(targets), "count")]
+
+
+def output_snr(a: np.ndarray, b: np.ndarray) -> float:
+    """SNR in dB of ``a`` against ``b`` (two models' signals): energy of ``b`` over that of ``a - b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64).reshape(np.shape(a))
+    return float(10.0 * np.log10(max(np.sum(b**2), MIN_MSE) / max(np.sum((a - b) ** 2), MIN_MSE)))
 
 
 # ---------------------------------------------------------------------------------------------- regression

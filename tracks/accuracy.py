@@ -17,14 +17,15 @@ classification task gets what every record before task kinds has, under the same
   ``permuted_top1`` is its top-1, ``permutation_agreement`` the fraction of sets whose predicted class did not
   change (1 for a permutation-invariant model).
 
-**Segmentation, super-resolution, regression, CTR**: see :mod:`tracks._quality` (``miou``, ``pixel_accuracy``,
-``loss``; ``psnr_y``, ``ssim_y`` and the bicubic reference's ``bicubic_psnr_y``, ``bicubic_ssim_y``; ``rmse``,
-``mae``, ``r2``; ``auc``, ``logloss``).
+**Segmentation, super-resolution, regression, CTR, enhancement**: see :mod:`tracks._quality` (``miou``,
+``pixel_accuracy``, ``loss``; ``psnr_y``, ``ssim_y`` and the bicubic reference's ``bicubic_psnr_y``,
+``bicubic_ssim_y``; ``rmse``, ``mae``, ``r2``; ``auc``, ``logloss``; ``si_snr``, the noisy input's
+``noisy_si_snr`` and the improvement ``si_snri``).
 
 **FP32 twin.** When the method has one (the same backbone trained without the method on the same task, seed
 and budget), ``fp32_<primary>`` is the twin's value of the kind's primary metric (``top1``, ``miou``,
-``psnr_y``, ``rmse``, ``auc``) and ``<primary>_relative`` = value / twin's value (BiBench's relative accuracy
-for ``top1``). It is better in the primary's direction: higher, except ``rmse_relative``.
+``psnr_y``, ``rmse``, ``auc``, ``si_snr``) and ``<primary>_relative`` = value / twin's value (BiBench's
+relative accuracy for ``top1``). It is better in the primary's direction: higher, except ``rmse_relative``.
 
 A model whose outputs are already probabilities (non-negative rows summing to 1) is scored as such;
 otherwise its outputs are taken as logits. A deployable whose deployment is a TFLite flatbuffer
@@ -43,7 +44,7 @@ ECE_BINS = 15
 EVAL_BATCH = 256
 PERMUTATION_SEED = 0
 # The unit of each kind's primary metric (its twin's value carries it too).
-PRIMARY_UNITS = {"top1": "ratio", "miou": "ratio", "psnr_y": "dB", "rmse": "value", "auc": "ratio"}
+PRIMARY_UNITS = {"top1": "ratio", "miou": "ratio", "psnr_y": "dB", "rmse": "value", "auc": "ratio", "si_snr": "dB"}
 METRICS = (
     MetricSpec("top1", "ratio", "higher", "quality"),
     MetricSpec("top5", "ratio", "higher", "quality"),
@@ -63,12 +64,16 @@ METRICS = (
     MetricSpec("r2", "ratio", "higher", "quality"),
     MetricSpec("auc", "ratio", "higher", "quality"),
     MetricSpec("logloss", "nat", "lower", "quality"),
+    MetricSpec("si_snr", "dB", "higher", "quality"),
+    MetricSpec("si_snri", "dB", "higher", "quality"),
     # The ratio to the FP32 twin, better in its primary metric's direction.
     *(MetricSpec(f"{kind.primary}_relative", "ratio", kind.direction, "quality") for kind in TASK_KINDS.values()),
     MetricSpec("test_samples", "count", "none", "info"),
     # The reference every super-resolution method must beat, scored on the same test images.
     MetricSpec("bicubic_psnr_y", "dB", "none", "info"),
     MetricSpec("bicubic_ssim_y", "ratio", "none", "info"),
+    # The reference every enhancement method must beat: the unprocessed noisy input.
+    MetricSpec("noisy_si_snr", "dB", "none", "info"),
     # The FP32 twin's value: the reference the method is compared with, not the method's own quality.
     *(MetricSpec(f"fp32_{kind.primary}", PRIMARY_UNITS[kind.primary], "none", "info") for kind in TASK_KINDS.values()),
 )
@@ -186,12 +191,14 @@ def kind_metrics(context: MeasureContext, outputs: np.ndarray) -> list[Metric]:
         return _quality.super_resolution_metrics(outputs, splits.y_test, sr_scale(spec), reference, groups)
     if spec.kind == "regression":
         return _quality.regression_metrics(outputs, splits.y_test)
+    if spec.kind == "enhancement":
+        return _quality.enhancement_metrics(outputs, splits.y_test, context.task.reference_outputs(splits.x_test))
     return _quality.ctr_metrics(outputs, splits.y_test)
 
 
 @register_track(
     "accuracy",
-    summary="the task's quality (top-1, mIoU, PSNR/SSIM, AUC, ...) on the test split; ratio to the FP32 twin",
+    summary="the task's quality (top-1, mIoU, PSNR/SSIM, AUC, SI-SNR, ...) on the test split; ratio to the FP32 twin",
     needs_task_data=True,
     metrics=METRICS,
 )

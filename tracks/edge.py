@@ -29,7 +29,8 @@ conversion of its Keras model, the reference:
   of test pixels whose class is the Keras model's); CTR ``auc`` and ``agreement`` of the click decisions
   (p > 0.5); super-resolution ``psnr_y`` and ``agreement_psnr``, the PSNR (dB, peak 1) of the variant's
   output images against the Keras model's (at most 100 dB); regression ``rmse`` and ``agreement_rmse``, the
-  RMS difference of the two models' outputs.
+  RMS difference of the two models' outputs; enhancement ``si_snr`` and ``agreement_snr``, the SNR (dB) of the
+  variant's output signals against the Keras model's (at most 100 dB).
 - ``run_error`` (text): a variant that converted but that its interpreter could not run.
 
 A pruned model (kernels at least ``SPARSE_MIN_SPARSITY`` zeros) is also converted as ``sparse``
@@ -94,6 +95,8 @@ EVAL_THREADS = 2
 KERAS_EVAL_BATCH = 256
 # Identical outputs would have an infinite PSNR; agreement_psnr is capped here.
 MAX_AGREEMENT_PSNR = 100.0
+# The kinds whose outputs are values (images, signals, numbers), compared with Keras's as values, not decisions.
+VALUE_KINDS = ("super-resolution", "regression", "enhancement")
 # A model whose kernels are at least this sparse (a pruned one) is also converted as the sparse flatbuffer.
 SPARSE_MIN_SPARSITY = 0.2
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -109,6 +112,8 @@ METRICS = (
     MetricSpec("agreement_psnr", "dB", "higher", "quality", _CONVERSION),
     MetricSpec("rmse", "value", "lower", "quality", _CONVERSION),
     MetricSpec("agreement_rmse", "value", "lower", "quality", _CONVERSION),
+    MetricSpec("si_snr", "dB", "higher", "quality", _CONVERSION),
+    MetricSpec("agreement_snr", "dB", "higher", "quality", _CONVERSION),
     MetricSpec("converted", "bool", "higher", "info", _CONVERSION),
     MetricSpec("converter_error", "text", "none", "info", _CONVERSION),
     MetricSpec("run_error", "text", "none", "info", _CONVERSION),
@@ -194,7 +199,7 @@ def latency_metrics(
 def accuracy_metrics(backend: Backend, content: bytes, inputs: Inputs, variant: str) -> list[Metric]:
     outputs = np.asarray(backend.predict(content, inputs.x_test, EVAL_THREADS))
     kind = inputs.task.kind if inputs.task is not None else "classification"
-    if kind in ("super-resolution", "regression"):
+    if kind in VALUE_KINDS:
         return [Metric(m.name, m.value, m.unit, variant) for m in value_agreement(outputs, inputs)]
     predicted = _quality.decisions(kind, outputs)
     agreement = Metric("agreement", float(np.mean(predicted == inputs.keras_argmax)), "ratio", variant)
@@ -208,8 +213,13 @@ def accuracy_metrics(backend: Backend, content: bytes, inputs: Inputs, variant: 
 
 
 def value_agreement(outputs: np.ndarray, inputs: Inputs) -> list[Metric]:
-    """A super-resolution or regression variant's primary metric, and how close its outputs are to Keras's."""
+    """A super-resolution, enhancement or regression variant's primary metric, and how close its outputs are to
+    Keras's."""
     spec = inputs.task
+    if spec.kind == "enhancement":
+        value = float(np.mean(_quality.si_snr(outputs, inputs.y_test)))
+        agreement = min(_quality.output_snr(outputs, inputs.keras_outputs), MAX_AGREEMENT_PSNR)
+        return [Metric("si_snr", value, "dB"), Metric("agreement_snr", agreement, "dB")]
     if spec.kind == "super-resolution":
         scale = spec.output_shape[0] // spec.input_shape[0]
         value_psnr, _ = _quality.super_resolution_scores(outputs, inputs.y_test, scale, inputs.groups)
@@ -250,8 +260,8 @@ def track_inputs(context: MeasureContext, data: _tflite.Calibration) -> Inputs:
     outputs = np.asarray(context.model.predict(splits.x_test, batch_size=KERAS_EVAL_BATCH, verbose=0))
     spec = context.task.spec if context.task is not None else None
     kind = spec.kind if spec is not None else "classification"
-    labels = splits.y_test if kind in ("super-resolution", "regression") else splits.y_test.astype(int)
-    decided = None if kind in ("super-resolution", "regression") else _quality.decisions(kind, outputs)
+    labels = splits.y_test if kind in VALUE_KINDS else splits.y_test.astype(int)
+    decided = None if kind in VALUE_KINDS else _quality.decisions(kind, outputs)
     groups = context.task.test_groups() if context.task is not None else None
     return Inputs(splits.x_test[0], splits.x_test, labels, decided, outputs, spec, groups)
 

@@ -2,7 +2,8 @@
 
 A :class:`DenseArchitecture` builds the network a task's kind calls for (``TaskSpec.kind``):
 :meth:`~DenseArchitecture.segmenter` for per-pixel logits (H, W, classes), :meth:`~DenseArchitecture.upscaler`
-for a super-resolved image (sH, sW, C), and the classification :meth:`build` (which every backbone has, so
+for a super-resolved image (sH, sW, C), :meth:`~DenseArchitecture.enhancer` for an enhanced signal shaped like
+the input, and the classification :meth:`build` (which every backbone has, so
 ``effbench list`` and the generic backbone tests can build it) for anything else. An architecture defines the
 heads its paper has; asking for another one names the method and the kind.
 
@@ -78,11 +79,14 @@ class DenseArchitecture(ArchitectureMethod):
     """An architecture whose network follows the task's kind (see the module docstring)."""
 
     def build_for(self, spec: TaskSpec) -> keras.Model:
-        """The network for ``spec``'s kind: a segmenter, an upscaler, or the classification :meth:`build`."""
+        """The network for ``spec``'s kind: a segmenter, an upscaler, an enhancer, or the classification
+        :meth:`build`."""
         if spec.kind == "segmentation":
             return self.segmenter(spec.input_shape, spec.num_classes)
         if spec.kind == "super-resolution":
             return self.upscaler(spec.input_shape, upscale_factor(spec))
+        if spec.kind == "enhancement":
+            return self.enhancer(spec.input_shape)
         return self.build(spec.input_shape, spec.num_classes)
 
     def segmenter(self, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -92,3 +96,7 @@ class DenseArchitecture(ArchitectureMethod):
     def upscaler(self, input_shape: tuple[int, ...], scale: int) -> keras.Model:
         """(H, W, C) -> (``scale`` H, ``scale`` W, C)."""
         raise ValueError(f"'{self.spec.slug}' has no super-resolution head (its paper defines none)")
+
+    def enhancer(self, input_shape: tuple[int, ...]) -> keras.Model:
+        """A noisy input -> the clean signal, shaped like the input."""
+        raise ValueError(f"'{self.spec.slug}' has no enhancement head (its paper defines none)")

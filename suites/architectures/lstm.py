@@ -26,6 +26,12 @@ complexity track has no rule for Keras's ``LSTM`` layer (it would refuse to coun
 exactly what ``keras.layers.LSTM(units)`` computes with the same weights (``kernel`` = W,
 ``recurrent_kernel`` = U, ``bias`` = b; tested). The cost: about :math:`17 T` layers in the graph, so the
 unrolled form suits the short sequences of the embedded tasks (8 to 40 steps), not long ones.
+
+Other models reuse the unrolled LSTM (:func:`unrolled_lstm`: the last state; :func:`unrolled_lstm_sequence`: every
+state, as ``return_sequences=True``), under their own kernel names where one model holds several, and over
+``P`` parallel sequences at once, (batch, T, P, F), that share the weights (``fullsubnet-fast``'s sub-band model
+runs one LSTM per frequency band this way: a Dense kernel acts on the last axis, so the P sequences are P
+independent LSTMs of the same weights, without folding them into the batch).
 """
 
 from __future__ import annotations
@@ -48,31 +54,63 @@ def forget_bias(units: int) -> list[float]:
 
 
 def _gate(gates: tf.Tensor, index: int, activation: str) -> tf.Tensor:
-    """Gate ``index`` of the (1, 4, H) pre-activations, as a (1, H) tensor through ``activation``."""
-    return L.Activation(activation)(L.Cropping1D((index, GATES - 1 - index))(gates))
+    """Gate ``index`` of the ([P,] 4, H) pre-activations, as a ([P,] 1, H) tensor through ``activation``."""
+    if len(gates.shape) == 3:
+        return L.Activation(activation)(L.Cropping1D((index, GATES - 1 - index))(gates))
+    return L.Activation(activation)(L.Cropping2D(((0, 0), (index, GATES - 1 - index)))(gates))
 
 
-def unrolled_lstm(sequence: tf.Tensor, units: int) -> tf.Tensor:
-    """The last hidden state h_T, (batch, ``units``), of the LSTM above over a (batch, T, F) ``sequence``.
+def _time_step(projected: tf.Tensor, step: int) -> tf.Tensor:
+    """Step ``step`` of a (batch, T, [P,] 4H) tensor, as (batch, 1, [P,] 4H)."""
+    steps = projected.shape[1]
+    if len(projected.shape) == 3:
+        return L.Cropping1D((step, steps - 1 - step))(projected)
+    return L.Cropping2D(((step, steps - 1 - step), (0, 0)))(projected)
+
+
+def lstm_states(sequence: tf.Tensor, units: int, name: str | None = None) -> list[tf.Tensor]:
+    """The hidden states h_1 .. h_T of the LSTM above over a (batch, T, F) ``sequence``, each (batch, 1, ``units``);
+    or over a (batch, T, P, F) one, P sequences sharing the weights, each state (batch, 1, P, ``units``).
 
     Its kernels are the Dense layers ``INPUT_KERNEL`` (W and b, applied to all T steps at once) and
-    ``RECURRENT_KERNEL`` (U, one shared layer called T - 1 times); every other layer is weightless.
+    ``RECURRENT_KERNEL`` (U, one shared layer called T - 1 times), or ``<name>_input`` and ``<name>_recurrent``
+    where ``name`` is given; every other layer is weightless.
     """
-    steps = sequence.shape[1]
+    parallel = sequence.shape[2] if len(sequence.shape) == 4 else None
     projected = L.Dense(
-        GATES * units, bias_initializer=keras.initializers.Constant(forget_bias(units)), name=INPUT_KERNEL
+        GATES * units,
+        bias_initializer=keras.initializers.Constant(forget_bias(units)),
+        name=f"{name}_input" if name else INPUT_KERNEL,
     )(sequence)
-    recurrent = L.Dense(GATES * units, use_bias=False, kernel_initializer="orthogonal", name=RECURRENT_KERNEL)
-    hidden = cell = None
-    for step in range(steps):
-        z = L.Cropping1D((step, steps - 1 - step))(projected)
+    recurrent = L.Dense(
+        GATES * units, use_bias=False, kernel_initializer="orthogonal",
+        name=f"{name}_recurrent" if name else RECURRENT_KERNEL,
+    )  # fmt: skip
+    states, hidden, cell = [], None, None
+    for step in range(sequence.shape[1]):
+        z = _time_step(projected, step)
         if hidden is not None:
             z = L.Add()([z, recurrent(hidden)])
-        gates = L.Reshape((GATES, units))(z)
+        gates = L.Reshape((GATES, units) if parallel is None else (parallel, GATES, units))(z)
         update = L.Multiply()([_gate(gates, 0, "sigmoid"), _gate(gates, 2, "tanh")])
         cell = update if cell is None else L.Add()([L.Multiply()([_gate(gates, 1, "sigmoid"), cell]), update])
         hidden = L.Multiply()([_gate(gates, 3, "sigmoid"), L.Activation("tanh")(cell)])
-    return L.Flatten()(hidden)
+        if parallel is not None:  # the gates' (P, 1, H) layout back to the sequence's (1, P, H)
+            hidden = L.Reshape((1, parallel, units))(hidden)
+        states.append(hidden)
+    return states
+
+
+def unrolled_lstm(sequence: tf.Tensor, units: int) -> tf.Tensor:
+    """The last hidden state h_T, (batch, ``units``), of the LSTM above over a (batch, T, F) ``sequence``."""
+    return L.Flatten()(lstm_states(sequence, units)[-1])
+
+
+def unrolled_lstm_sequence(sequence: tf.Tensor, units: int, name: str) -> tf.Tensor:
+    """Every hidden state of the LSTM above (``return_sequences``): (batch, T, [P,] ``units``) over a
+    (batch, T, [P,] F) ``sequence``, with kernels ``<name>_input`` and ``<name>_recurrent``."""
+    states = lstm_states(sequence, units, name)
+    return states[0] if len(states) == 1 else L.Concatenate(axis=1)(states)
 
 
 @register_method(

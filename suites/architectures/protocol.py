@@ -119,6 +119,10 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("seg-shapes", "unetpp:width=5", "fcn-small"),
     SizedRun("seg-shapes", "seg-efficient"),
     SizedRun("seg-shapes", "fcn-small:width=11", "seg-efficient"),
+    SizedRun("noisy-signals", "fcn-small"),
+    SizedRun("noisy-signals", "fullsubnet-fast:fullband_units=104", "fcn-small"),
+    SizedRun("noisy-signals", "fullsubnet-fast"),
+    SizedRun("noisy-signals", "fcn-small:width=8", "fullsubnet-fast"),
 )
 
 
