@@ -94,6 +94,8 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "nasnet:filters=13", "resnet-cifar"),
     SizedRun("digits", "gcr", "resnet-cifar"),
     SizedRun("digits", "poincare-resnet", "resnet-cifar"),
+    # PHNN keeps the MACs and divides the parameters by n: the backbone is widened until it has the reference's.
+    SizedRun("digits", "phnn:backbone=(resnet-cifar:width=2)", "resnet-cifar", "params"),
     SizedRun("digits", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "evonorm:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
     SizedRun("digits", "selu-snn:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
@@ -104,6 +106,7 @@ SIZED_RUNS: tuple[SizedRun, ...] = (
     SizedRun("digits", "deep-wide-grid"),
     SizedRun("digits", "bcn-ws", "resnet-cifar"),
     SizedRun("digits", "bcn-ws:backbone=(mobilenetv2:alpha=0.35)", "mobilenetv2:alpha=0.35"),
+    SizedRun("digits", "phnn:backbone=(mobilenetv2:alpha=0.75)", "mobilenetv2:alpha=0.35", "params"),
     SizedRun("mnist1d", "mlp"),
     SizedRun("mnist1d", "snnk:features=94", "mlp"),
     SizedRun("mnist1d", "s-kan:units=60", "mlp"),
