@@ -20,7 +20,8 @@ import time
 
 TARGET_SECONDS = 10.0
 TASKS = ("shapes32", "seg-shapes", "sr-photos-x2", "sr-photos-x3", "digit-sets", "digits-seq", "ctr-synth",
-         "breast_cancer", "listops-short", "listops-long", "mnist1d-seq", "texture-patches")  # fmt: skip
+         "breast_cancer", "listops-short", "listops-long", "mnist1d-seq", "texture-patches",
+         "noisy-signals")  # fmt: skip
 
 
 def timed_load(slug: str) -> tuple[float, float]:
